@@ -1,0 +1,31 @@
+# Every target creates .venv on first use and reinstalls when pyproject.toml changes.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install test test-full bench bench-full clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[bench,dev]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+test-full: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -m "" $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks all --quick --out bench-results
+
+bench-full: $(STAMP)
+	$(BIN)/python -m benchmarks all --full --out bench-results
+
+clean:
+	rm -rf $(VENV) bench-results .pytest_cache

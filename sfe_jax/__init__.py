@@ -1,0 +1,31 @@
+"""sfe_jax: Monte Carlo gradient estimators for JAX.
+
+Estimate ``grad_params E_{x ~ dist_builder(params)}[f(x)]`` with one interface over every estimator::
+
+    value, grads, state = sfe.value_and_grad(estimator, f, dist_builder, params, key, num_samples=1000)
+    surrogate, state = sfe.expectation(estimator, f, dist_builder, params, key, num_samples=1000)
+"""
+
+from sfe_jax import baselines as baselines
+from sfe_jax._src.base import EmptyState as EmptyState
+from sfe_jax._src.base import Estimator as Estimator
+from sfe_jax._src.base import expectation as expectation
+from sfe_jax._src.base import value_and_grad as value_and_grad
+from sfe_jax._src.distributions import is_reparameterizable as is_reparameterizable
+from sfe_jax._src.distributions import register_reparameterizable as register_reparameterizable
+from sfe_jax._src.pathwise import pathwise as pathwise
+from sfe_jax._src.score_function import score_function as score_function
+
+__version__ = "0.1.0.dev0"
+
+__all__ = (
+    "EmptyState",
+    "Estimator",
+    "baselines",
+    "expectation",
+    "is_reparameterizable",
+    "pathwise",
+    "register_reparameterizable",
+    "score_function",
+    "value_and_grad",
+)

@@ -1,0 +1,62 @@
+r"""The pathwise (reparameterization) estimator."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from sfe_jax._src import base
+from sfe_jax._src import distributions
+
+
+def check_reparameterizable(dist, who: str) -> None:
+  """Raises a ``TypeError`` naming ``dist`` unless its samples are differentiable in its parameters."""
+  answer = distributions.is_reparameterizable(dist)
+  if answer:
+    return
+  if answer is None:
+    raise TypeError(
+        f"{who} cannot tell whether samples of {distributions.describe(dist)} are differentiable in its "
+        "parameters. If they are, declare it with sfe.register_reparameterizable(type(dist)); otherwise "
+        "use sfe.score_function() or sfe.measure_valued().")
+  hint = ("use sfe.score_function() (any distribution) or sfe.measure_valued()"
+          if distributions.is_discrete(dist) else "use sfe.score_function()")
+  raise TypeError(
+      f"{who} needs a reparameterizable distribution, but samples of {distributions.describe(dist)} are not "
+      f"differentiable in its parameters; {hint}.")
+
+
+def pathwise() -> base.Estimator:
+  r"""The pathwise estimator (reparameterization trick).
+
+  .. math::
+     \nabla_\theta E_{p_\theta}[f(x)] = E_{\epsilon}[\nabla_x f(g_\theta(\epsilon))\,\nabla_\theta g_\theta(\epsilon)]
+     \approx \frac1N \sum_{i=1}^N \nabla_\theta f(g_\theta(\epsilon_i)),
+
+  with :math:`x = g_\theta(\epsilon)` the distribution's own differentiable sampler: location-scale
+  transforms for normals, Laplace, logistic, Gumbel, uniform and their ``Transformed`` versions; implicit
+  reparameterization (Figurnov et al. 2018, as implemented by ``jax.random``) for Gamma, Beta and Dirichlet.
+
+  * Needs of the distribution: samples differentiable in the parameters (see
+    :func:`sfe_jax.register_reparameterizable` for classes sfe_jax does not know), and ``f`` differentiable.
+    Discrete distributions are refused with a ``TypeError`` at trace time.
+  * Bias: none when ``f`` is differentiable almost everywhere and Lipschitz enough to swap gradient and
+    expectation.
+  * Variance: usually much lower than the score function, but not always: for ``f = exp(-k x^2)`` with large
+    ``k`` it is higher (Mohamed et al. 2020, Figure 3).
+  * Cost: one evaluation and one backward pass of ``f`` per sample.
+
+  Returns:
+    An :class:`sfe_jax.Estimator` (stateless).
+
+  References:
+    Kingma and Welling, Auto-encoding variational Bayes, 2014. Rezende, Mohamed and Wierstra, Stochastic
+    backpropagation, 2014. Figurnov, Mohamed and Mnih, Implicit reparameterization gradients, 2018.
+  """
+
+  def surrogate(f, dist_builder, params, key, num_samples, state):
+    dist = base.build_distribution(dist_builder, params)
+    check_reparameterizable(dist, "sfe.pathwise()")
+    xs = base.sample(dist, key, num_samples)
+    return jnp.mean(base.evaluate(f, xs)), state
+
+  return base.Estimator(base.empty_init, surrogate, name="pathwise")
