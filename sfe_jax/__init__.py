@@ -7,12 +7,16 @@ Estimate ``grad_params E_{x ~ dist_builder(params)}[f(x)]`` with one interface o
 """
 
 from sfe_jax import baselines as baselines
+from sfe_jax import control_variates as control_variates
+from sfe_jax import diagnostics as diagnostics
 from sfe_jax._src.base import EmptyState as EmptyState
 from sfe_jax._src.base import Estimator as Estimator
 from sfe_jax._src.base import expectation as expectation
 from sfe_jax._src.base import value_and_grad as value_and_grad
+from sfe_jax._src.control_variates import with_control_variate as with_control_variate
 from sfe_jax._src.distributions import is_reparameterizable as is_reparameterizable
 from sfe_jax._src.distributions import register_reparameterizable as register_reparameterizable
+from sfe_jax._src.measure_valued import measure_valued as measure_valued
 from sfe_jax._src.pathwise import pathwise as pathwise
 from sfe_jax._src.score_function import score_function as score_function
 
@@ -22,10 +26,14 @@ __all__ = (
     "EmptyState",
     "Estimator",
     "baselines",
+    "control_variates",
+    "diagnostics",
     "expectation",
     "is_reparameterizable",
+    "measure_valued",
     "pathwise",
     "register_reparameterizable",
     "score_function",
     "value_and_grad",
+    "with_control_variate",
 )

@@ -131,10 +131,13 @@ def build_distribution(dist_builder: DistBuilder, params: Params) -> Any:
     raise TypeError(f"`dist_builder` must be a callable params -> distribution; got {type(dist_builder).__name__}.")
   try:
     dist = dist_builder(params)
+    # distrax checks parameter shapes lazily; ask for the shapes now so a mismatch is reported here.
+    getattr(dist, "batch_shape", None)
+    getattr(dist, "event_shape", None)
   except Exception as e:  # The user's function failed: say where, keep the cause.
     raise TypeError(
         f"`dist_builder(params)` raised {type(e).__name__}: {e}. `params` must be the pytree that "
-        "`dist_builder` expects (see the traceback above for the failing line).") from e
+        "`dist_builder` expects, with compatible shapes (see the traceback above for the failing line).") from e
   if not (callable(getattr(dist, "sample", None)) and callable(getattr(dist, "log_prob", None))):
     raise TypeError(
         "`dist_builder(params)` must return a distribution with `sample(seed=, sample_shape=)` and "

@@ -1,0 +1,120 @@
+"""Writing benchmark results: Markdown tables, CSV and JSON, plus the environment they were measured in."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+from typing import Any, Sequence
+
+import jax
+
+
+def environment() -> dict[str, Any]:
+  """The software and hardware a result was measured on."""
+  import distrax  # noqa: PLC0415 (imported here so that the environment records the version actually used)
+
+  import sfe_jax
+
+  device = jax.devices()[0]
+  return {
+      "jax_version": jax.__version__,
+      "jaxlib_version": _jaxlib_version(),
+      "distrax_version": distrax.__version__,
+      "sfe_jax_version": sfe_jax.__version__,
+      "platform": device.platform,
+      "device_kind": device.device_kind,
+      "device_count": jax.device_count(),
+      "cpu_count": os.cpu_count(),
+      "python": platform.python_version(),
+      "machine": platform.machine(),
+      "x64": bool(jax.config.jax_enable_x64),
+      # Other processes compete for the CPU: timings taken under load are noisier (and slower).
+      "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+  }
+
+
+def _jaxlib_version() -> str | None:
+  try:
+    import jaxlib  # noqa: PLC0415
+
+    return jaxlib.__version__
+  except Exception:  # pragma: no cover
+    return None
+
+
+def format_number(value: Any, digits: int = 4) -> str:
+  """A compact human-readable number: 4 significant digits, scientific notation when very large or small."""
+  if value is None:
+    return "—"
+  if isinstance(value, str):
+    return value
+  if isinstance(value, bool):
+    return str(value)
+  if isinstance(value, int):
+    return str(value)
+  value = float(value)
+  if math.isnan(value):
+    return "nan"
+  if math.isinf(value):
+    return "inf" if value > 0 else "-inf"
+  if value == 0:
+    return "0"
+  if 1e-3 <= abs(value) < 1e5:
+    return f"{value:.{digits}g}"
+  return f"{value:.{digits - 1}e}"
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+  """A GitHub-flavoured Markdown table; cells are formatted with :func:`format_number`."""
+  lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+  for row in rows:
+    lines.append("| " + " | ".join(format_number(cell) for cell in row) + " |")
+  return "\n".join(lines)
+
+
+def environment_markdown(env: dict[str, Any]) -> str:
+  return (f"jax {env['jax_version']} (jaxlib {env['jaxlib_version']}), distrax {env['distrax_version']}, "
+          f"sfe_jax {env['sfe_jax_version']}; device: {env['platform']} / {env['device_kind']} "
+          f"(x{env['device_count']}), {env['cpu_count']} CPU cores, Python {env['python']}; load average "
+          f"{format_number(env.get('load_average_1min'))} when the run started.")
+
+
+def _plain(value: Any) -> Any:
+  """JSON-safe: floats that are not finite become strings, numpy/jax scalars become Python numbers."""
+  if isinstance(value, dict):
+    return {k: _plain(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_plain(v) for v in value]
+  if hasattr(value, "item") and getattr(value, "shape", None) == ():
+    value = value.item()
+  if isinstance(value, float) and not math.isfinite(value):
+    return str(value)
+  return value
+
+
+def write_outputs(out_dir: str, name: str, *, markdown: str, records: Sequence[dict[str, Any]],
+                  meta: dict[str, Any]) -> dict[str, str]:
+  """Writes ``name.md``, ``name.csv`` (one line per record) and ``name.json`` (meta + records) into ``out_dir``.
+
+  Returns:
+    The paths written, by format.
+  """
+  os.makedirs(out_dir, exist_ok=True)
+  paths = {fmt: os.path.join(out_dir, f"{name}.{fmt}") for fmt in ("md", "csv", "json")}
+  with open(paths["md"], "w") as fh:
+    fh.write(markdown.rstrip() + "\n")
+  fields: list[str] = []
+  for record in records:
+    fields.extend(k for k in record if k not in fields)
+  with open(paths["csv"], "w", newline="") as fh:
+    writer = csv.DictWriter(fh, fieldnames=fields)
+    writer.writeheader()
+    for record in records:
+      writer.writerow({k: _plain(v) for k, v in record.items()})
+  with open(paths["json"], "w") as fh:
+    json.dump(_plain({"meta": meta, "records": list(records)}), fh, indent=1)
+    fh.write("\n")
+  return paths

@@ -1,0 +1,225 @@
+r"""Measure-valued derivatives (weak derivatives) for Gaussian, Bernoulli and categorical distributions.
+
+The derivative of a density with respect to one of its parameters is a signed measure, which can be written
+as a scaled difference of two probability distributions (a weak derivative, Pflug 1989):
+
+.. math::
+   \partial_{\theta_j} p_\theta(x) = c_\theta\, \big(p^+_\theta(x) - p^-_\theta(x)\big)
+   \quad\Rightarrow\quad
+   \partial_{\theta_j} E_{p_\theta}[f(x)] = c_\theta\, \big(E_{p^+}[f(x)] - E_{p^-}[f(x)]\big).
+
+Both expectations are estimated by sampling, so ``f`` is only evaluated, never differentiated. The estimator
+works per coordinate of the natural parameters (``loc``/``scale``, ``probs``), and the chain rule to the
+user's ``params`` comes from autodiff through ``dist_builder``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from sfe_jax._src import base
+from sfe_jax._src import distributions
+
+sg = jax.lax.stop_gradient
+
+_WHO = "sfe.measure_valued()"
+
+
+def _natural_parameters(dist):
+  try:
+    return distributions.natural_parameters(dist, who=_WHO)
+  except TypeError as e:
+    raise TypeError(
+        f"{e} Measure-valued derivatives need the weak derivative of each parameter's density, which "
+        "sfe_jax knows only for these families; for other distributions use sfe.score_function() (any "
+        "distribution) or sfe.pathwise() (reparameterizable ones).") from None
+
+
+def _replace_coordinate(bases, values, eye):
+  """Copies of ``bases`` with coordinate ``j`` set to ``values[..., j]``, stacked along a new axis ``j``.
+
+  ``bases`` and ``values`` have shape ``(..., D)``, ``eye`` is the boolean identity ``(D, D)``; the result has
+  shape ``(..., D, D)`` with element ``[..., j, i] = values[..., j] if i == j else bases[..., i]``.
+  """
+  eye = jnp.reshape(eye, (1,) * (values.ndim - 1) + eye.shape)
+  return jnp.where(eye, values[..., :, None], bases[..., None, :])
+
+
+def _gaussian(f, nat, key, num, coupling):
+  """Weak derivatives of a diagonal Gaussian, per coordinate: ``(value, GaussianDiag of gradients)``."""
+  shape = nat.loc.shape
+  dim = math.prod(shape)
+  dtype = nat.loc.dtype
+  loc = jnp.reshape(sg(nat.loc), (1, dim))
+  scale = jnp.reshape(sg(nat.scale), (1, dim))
+
+  # All randomness comes from one draw of independent uniforms: one random-bit generation and no inverse erf,
+  # which halves the compile time of the whole estimator against one jax.random sampler per distribution.
+  # With u in (0, 1]:
+  #   sqrt(-2 log u) is Rayleigh, i.e. Weibull(scale sqrt(2), concentration 2);
+  #   (sqrt(-2 log u) cos(2 pi v), sqrt(-2 log u) sin(2 pi v)) are two independent N(0, 1) (Box-Muller);
+  #   |M|^2 = -2 log u + z^2 is chi-square with 3 degrees of freedom (Maxwell), with a random sign.
+  u = 1.0 - jax.random.uniform(key, (6 if coupling else 8, num, dim), dtype)
+  rayleigh = lambda v: jnp.sqrt(-2.0 * jnp.log(v))
+  two_pi = 2.0 * math.pi
+  eps, eps_other = rayleigh(u[0]) * jnp.cos(two_pi * u[1]), rayleigh(u[0]) * jnp.sin(two_pi * u[1])
+  x_plus = loc + scale * eps  # A sample of the distribution itself.
+  weibull_plus = rayleigh(u[2])
+  sign = jnp.where(u[3] < 0.5, -1.0, 1.0).astype(dtype)
+  maxwell = sign * jnp.sqrt(-2.0 * jnp.log(u[4]) + eps_other ** 2)
+  if coupling:
+    x_minus = x_plus
+    weibull_minus = weibull_plus
+    normal_minus = maxwell * u[5]  # M U ~ N(0, 1)
+  else:
+    x_minus = loc + scale * rayleigh(u[5]) * jnp.cos(two_pi * u[6])
+    normal_minus = rayleigh(u[5]) * jnp.sin(two_pi * u[6])
+    weibull_minus = rayleigh(u[7])
+
+  # Sides, in order: loc +, loc -, scale +, scale -. Each has shape (N, D).
+  coordinates = jnp.stack([loc + scale * weibull_plus, loc - scale * weibull_minus,
+                           loc + scale * maxwell, loc + scale * normal_minus], axis=1)
+  bases = jnp.stack([x_plus, x_minus, x_plus, x_minus], axis=1)
+  perturbed = _replace_coordinate(bases, coordinates, jnp.eye(dim, dtype=bool))  # (N, 4, D, D)
+  fs = base.evaluate_batched(f, jnp.reshape(perturbed, (num, 4, dim) + shape), 3)  # (N, 4, D)
+
+  grad_loc = jnp.mean(fs[:, 0] - fs[:, 1], axis=0, keepdims=True) / (math.sqrt(2.0 * math.pi) * scale)
+  grad_scale = jnp.mean(fs[:, 2] - fs[:, 3], axis=0, keepdims=True) / scale
+  # The scale-minus samples (x_j ~ N(loc_j, scale_j^2), the rest a sample of p) are distributed as p itself.
+  value = jnp.mean(fs[:, 3])
+  grads = distributions.GaussianDiag(jnp.reshape(grad_loc, shape), jnp.reshape(grad_scale, shape))
+  return value, grads
+
+
+def _bernoulli(f, nat, xs):
+  """``d/dp_j = E[f(b; b_j = 1) - f(b; b_j = 0)]``; returns ``(value, BernoulliProbs of gradients)``."""
+  num, shape = xs.shape[0], nat.probs.shape
+  dim = math.prod(shape)
+  flat = jnp.reshape(xs, (num, dim))
+  eye = jnp.eye(dim, dtype=bool)
+  ones = jnp.ones((num, dim), xs.dtype)
+  plus = _replace_coordinate(flat, ones, eye)  # (N, D, D)
+  minus = _replace_coordinate(flat, jnp.zeros_like(ones), eye)
+  perturbed = jnp.stack([plus, minus], axis=1)  # (N, 2, D, D)
+  fs = base.evaluate_batched(f, jnp.reshape(perturbed, (num, 2, dim) + shape), 3)  # (N, 2, D)
+  grad = jnp.mean(fs[:, 0] - fs[:, 1], axis=0)
+  # f(b) is one of the two sides of coordinate 0: no extra evaluation.
+  value = jnp.mean(jnp.where(flat[:, 0] != 0, fs[:, 0, 0], fs[:, 1, 0]))
+  return value, distributions.BernoulliProbs(jnp.reshape(grad, shape))
+
+
+def _categorical(f, nat, xs):
+  """``d/dp_jk = E[f(x; x_j = k) - f(x)]``; returns ``(value, CategoricalProbs of gradients)``."""
+  num, shape, num_categories = xs.shape[0], nat.probs.shape[:-1], nat.probs.shape[-1]
+  dim = math.prod(shape)
+  flat = jnp.reshape(xs, (num, dim))
+  categories = jnp.broadcast_to(jnp.arange(num_categories, dtype=xs.dtype), (num, dim, num_categories))
+  eye = jnp.eye(dim, dtype=bool)
+  # [n, j, k, i] = k if i == j else x[n, i].
+  perturbed = jnp.where(eye[None, :, None, :], categories[..., None], flat[:, None, None, :])  # (N, D, K, D)
+  fs = base.evaluate_batched(f, jnp.reshape(perturbed, (num, dim, num_categories) + shape), 3)  # (N, D, K)
+  # f(x) is the evaluation with x_j set to its own value; taking it per j makes g_{j, x_j} exactly zero.
+  index = jnp.reshape(flat, (num, dim, 1)).astype(jnp.int32)
+  f_at_x = jnp.take_along_axis(fs, index, axis=2)  # (N, D, 1)
+  grad = jnp.mean(fs - f_at_x, axis=0)
+  value = jnp.mean(f_at_x[:, 0, 0])
+  return value, distributions.CategoricalProbs(jnp.reshape(grad, shape + (num_categories,)))
+
+
+def measure_valued(coupling: bool = True) -> base.Estimator:
+  r"""The measure-valued derivative estimator (weak derivatives; Pflug 1989, Mohamed et al. 2020, Sec. 6).
+
+  For each coordinate :math:`j` of the natural parameters the derivative of the density is a scaled difference
+  of two distributions, :math:`\partial_{\theta_j} E_{p_\theta}[f] = c_j (E_{p^+_j}[f] - E_{p^-_j}[f])`,
+  where :math:`p^\pm_j` change coordinate :math:`j` of the sample only. With :math:`x` a base sample of the
+  distribution and :math:`x^{(j \leftarrow v)}` the sample with coordinate :math:`j` set to :math:`v`:
+
+  * Gaussian (``distrax.Normal``, ``distrax.MultivariateNormalDiag``; mean :math:`\mu_j` and standard
+    deviation :math:`\sigma_j` per coordinate):
+
+    .. math::
+       \hat g_{\mu_j} = \frac{f(x^{(j \leftarrow \mu_j + \sigma_j W)})
+                              - f(x^{(j \leftarrow \mu_j - \sigma_j W)})}{\sqrt{2\pi}\,\sigma_j}, \qquad
+       \hat g_{\sigma_j} = \frac{f(x^{(j \leftarrow \mu_j + \sigma_j M)})
+                                 - f(x^{(j \leftarrow \mu_j + \sigma_j M U)})}{\sigma_j},
+
+    with :math:`W` Weibull (density :math:`w e^{-w^2/2}`), :math:`M` double-sided Maxwell (density
+    :math:`m^2 e^{-m^2/2}/\sqrt{2\pi}`) and :math:`U \sim \mathrm{Uniform}(0, 1)`, so :math:`MU \sim N(0, 1)`.
+  * Bernoulli (``distrax.Bernoulli``, probabilities :math:`p_j`):
+    :math:`\hat g_{p_j} = f(x^{(j \leftarrow 1)}) - f(x^{(j \leftarrow 0)})`.
+  * Categorical (``distrax.Categorical``, probabilities :math:`p_{jk}`):
+    :math:`\hat g_{p_{jk}} = f(x^{(j \leftarrow k)}) - f(x)`: the positive part is the point mass at
+    :math:`k`, the negative part :math:`p_j` itself. The subtracted :math:`f(x)` is constant in :math:`k`, so
+    it changes nothing along the simplex (the softmax of ``logits``, or distrax's normalisation of ``probs``,
+    removes it exactly, sample by sample).
+
+  Gradients with respect to ``params`` follow by the chain rule (autodiff through ``dist_builder``), so
+  ``Normal(loc, jnp.exp(log_scale))`` or ``Bernoulli(logits=...)`` work as they are.
+
+  * Needs of the distribution: one of the four families above (any other raises a ``TypeError`` at trace
+    time). ``f`` is only evaluated, never differentiated: it may be non-differentiable, or a black box.
+  * Bias: none.
+  * Variance: with ``coupling=True`` (the default) the plus and minus sides share the base sample for the
+    other coordinates (their contribution cancels exactly when ``f`` is additive), the same :math:`W` for
+    ``mu``, and :math:`M` for ``sigma``. The shared :math:`W` cancels the part of ``f`` that is even around
+    ``mu`` but doubles the odd part: on ``(x-k)^2`` (reference ``closed_forms.md``, Section 1, ``a = mu - k``)
+    the coupled ``Var_mu = a^2 (16/pi - 4)`` is below the uncoupled ``(8 a^2 (2 - pi/2) + 8 sigma^2)/(2 pi)``
+    only for ``|a| < 1.53 sigma``, while coupling lowers ``Var_sigma`` from ``16 a^2 + 8 sigma^2`` to
+    ``4 a^2 + 4 sigma^2``. ``coupling=False`` draws every side independently. Estimates are bounded when ``f``
+    is, and often have lower variance than pathwise ones (Mohamed et al. 2020, Figures 2 and 3).
+  * Cost: ``num_samples`` is the number of *base samples* ``N``, the one exception to "``num_samples`` counts
+    evaluations of ``f``": each base sample costs ``4 D`` evaluations of ``f`` for a Gaussian (2 per
+    coordinate for ``loc`` and 2 for ``scale``), ``2 D`` for a Bernoulli and ``D K`` for a categorical (the
+    evaluation at ``x`` itself is among them), with ``D`` the number of coordinates of one sample and ``K``
+    the number of categories. At equal cost in evaluations, ``num_samples=N`` here compares with
+    ``num_samples=4 * D * N`` (Gaussian) for the score function or pathwise estimators. Memory grows as
+    ``N D^2``.
+
+  The surrogate is :math:`\hat F + \sum_j \bot(\hat g_j)(\eta_j - \bot\eta_j)` (``⊥`` = stop_gradient,
+  :math:`\eta` the natural parameters, differentiable in ``params``). :math:`\hat F` is the mean of the
+  evaluations that are distributed as the distribution itself (the ``sigma`` minus sides for a Gaussian,
+  :math:`f(x)` at the base samples otherwise), so the value is an unbiased Monte Carlo estimate of
+  :math:`E[f]` and the gradient with respect to anything ``f`` closes over is that of the Monte Carlo average.
+
+  Args:
+    coupling: whether the plus and minus sides share their random numbers (see Variance).
+
+  Returns:
+    An :class:`sfe_jax.Estimator` (stateless).
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, distrax, sfe_jax as sfe
+    >>> params = {"loc": jnp.zeros(2), "scale": jnp.ones(2)}
+    >>> dist_builder = lambda p: distrax.Normal(p["loc"], p["scale"])
+    >>> f = lambda x: jnp.sum(x ** 2)
+    >>> value, grads, _ = sfe.value_and_grad(sfe.measure_valued(), f, dist_builder, params,
+    ...                                      jax.random.key(0), num_samples=100)
+    >>> jax.tree.map(jnp.shape, grads)
+    {'loc': (2,), 'scale': (2,)}
+
+  References:
+    Pflug, Sampling derivatives of probabilities, Computing 1989. Heidergott and Vázquez-Abad, Measure-valued
+    differentiation for Markov chains, 2008. Mohamed, Rosca, Figurnov and Mnih, Monte Carlo gradient
+    estimation in machine learning, JMLR 2020, Section 6.
+  """
+  if not isinstance(coupling, bool):
+    raise TypeError(f"`coupling` must be a bool; got {type(coupling).__name__} {coupling!r}.")
+
+  def surrogate(f, dist_builder, params, key, num_samples, state):
+    dist = base.build_distribution(dist_builder, params)
+    nat = _natural_parameters(dist)  # Differentiable in params: carries the chain rule.
+    if isinstance(nat, distributions.GaussianDiag):
+      value, grads = _gaussian(f, nat, key, num_samples, coupling)
+    else:
+      xs = sg(base.sample(dist, key, num_samples))
+      if isinstance(nat, distributions.BernoulliProbs):
+        value, grads = _bernoulli(f, nat, xs)
+      else:
+        value, grads = _categorical(f, nat, xs)
+    return value + base.linear_surrogate(nat, grads), state
+
+  name = "measure-valued" + ("" if coupling else " (uncoupled)")
+  return base.Estimator(base.empty_init, surrogate, name=name)

@@ -1,0 +1,151 @@
+"""The benchmarks package: exact values against the reference, and each suite end to end in a tiny configuration."""
+
+import csv
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks import __main__ as cli
+from benchmarks import gaussian, throughput
+from gaussian_reference import ROWS
+
+TINY_VARIANCE = gaussian.VarianceConfig(
+    num_repeats=2_000, optimal_baseline_samples=50, optimal_baseline_repeats=200,
+    problems=(gaussian.Problem("cos(kx)", 2.0),))
+TINY_THROUGHPUT = throughput.ThroughputConfig(dim=4, sample_sizes=(16, 64), repeats=3, warmup=1, min_seconds=0.0)
+
+
+def _reference(problem):
+  (row,) = [r for r in ROWS if r.name == problem.family and r.k == problem.k]
+  return {"grad": row.grad, "SF": row.var_sf, "SF*": row.var_sf_opt, "PW": row.var_pw, "MVD": row.var_mvd}
+
+
+def _assert_table_value(computed, tabulated, what):
+  # The reference table prints 6 significant digits (and integers exactly).
+  assert computed == pytest.approx(tabulated, rel=5e-5, abs=5e-7), f"{what}: {computed} vs table {tabulated}"
+
+
+def test_problems_are_the_eight_rows_of_the_reference():
+  assert [(p.family, p.k) for p in gaussian.PROBLEMS] == [(r.name, r.k) for r in ROWS]
+
+
+@pytest.mark.parametrize("problem", gaussian.PROBLEMS, ids=lambda p: p.name)
+def test_exact_values_equal_the_reference_table(problem):
+  ref = _reference(problem)
+  exact = gaussian.exact(problem)
+  for i, param in enumerate(gaussian.PARAMS):
+    _assert_table_value(exact.grad[i], ref["grad"][i], f"dF/d{param}")
+    for label in gaussian.WITH_EXACT_VARIANCE:
+      _assert_table_value(exact.variance[label][i], ref[label][i], f"Var {label}_{param}")
+
+
+@pytest.mark.parametrize("problem", gaussian.PROBLEMS[:3], ids=lambda p: p.name)
+def test_quadrature_reproduces_the_closed_form_mvd_variance(problem):
+  exact = gaussian.exact(problem)
+  quadrature = gaussian.mvd_variance_by_quadrature(problem, 1.0, 1.0, exact.grad)
+  np.testing.assert_allclose(quadrature, exact.variance["MVD"], rtol=1e-8)
+
+
+def test_optimal_baseline_excess_shrinks_as_one_over_n():
+  problem = gaussian.PROBLEMS[1]
+  small, large = gaussian.optimal_baseline_excess(problem, 11), gaussian.optimal_baseline_excess(problem, 101)
+  np.testing.assert_allclose(np.array(small) / np.array(large), 10.0, rtol=1e-12)
+  assert all(e > 0 for e in small)
+
+
+def test_variance_suite_end_to_end(tmp_path):
+  lines = []
+  result = gaussian.run(TINY_VARIANCE, str(tmp_path), log=lines.append)
+  records = result["records"]
+  assert len(records) == len(TINY_VARIANCE.problems) * len(gaussian.ESTIMATORS) * 2
+  assert len(lines) == len(TINY_VARIANCE.problems) * len(gaussian.ESTIMATORS)
+  # The exact column is the reference table's.
+  for r in records:
+    ref = _reference(gaussian.Problem(r["f"], r["k"]))
+    i = gaussian.PARAMS.index(r["param"])
+    _assert_table_value(r["exact_grad"], ref["grad"][i], "exact gradient column")
+    if r["estimator"] in gaussian.WITH_EXACT_VARIANCE:
+      _assert_table_value(r["exact_variance"], ref[r["estimator"]][i], "exact variance column")
+    else:
+      assert r["exact_variance"] is None and r["variance_ok"]
+    assert r["num_samples"] == (TINY_VARIANCE.optimal_baseline_samples if r["estimator"] == "SF*" else 1)
+    assert math.isfinite(r["variance"]) and r["variance_se"] > 0 and r["mean_se"] > 0
+    assert isinstance(r["mean_ok"], bool) and isinstance(r["variance_ok"], bool)
+    if r["estimator"] == "SF*":
+      assert r["expected_variance"] > r["exact_variance"]
+    else:
+      assert r["expected_variance"] == r["exact_variance"]
+  # Files: Markdown with both tables, CSV with one line per record, JSON with meta and records.
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["variance.csv", "variance.json", "variance.md"]
+  markdown = (tmp_path / "variance.md").read_text()
+  assert "Single-sample variance, measured (exact)" in markdown and "| cos(kx) | 2 | SF | mu |" in markdown
+  assert "(0.4411)" in markdown and "(0.2241)" in markdown  # exact SF_mu and MVD_mu of cos(kx), k = 2
+  with open(tmp_path / "variance.csv") as fh:
+    rows = list(csv.DictReader(fh))
+  assert len(rows) == len(records)
+  assert float(rows[0]["exact_variance"]) == pytest.approx(records[0]["exact_variance"])
+  data = json.loads((tmp_path / "variance.json").read_text())
+  assert data["meta"]["suite"] == "variance" and len(data["records"]) == len(records)
+  assert data["meta"]["environment"]["platform"] in ("cpu", "gpu", "tpu", "cuda", "rocm")
+
+
+def test_hand_written_functions_compute_what_sfe_computes():
+  import jax
+  import jax.numpy as jnp
+
+  params = {"loc": jnp.linspace(-1.0, 1.0, 5), "scale": jnp.linspace(0.5, 2.0, 5)}
+  key = jax.random.key(3)
+  for name in throughput.ESTIMATORS:
+    ours = jax.jit(throughput.sfe_function(name, 32))(params, key)
+    hand = jax.jit(throughput.hand_function(name, 32))(params, key)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), ours, hand)
+  value = jax.jit(throughput.forward_function(32))(params, key)
+  np.testing.assert_allclose(value, ours[0], rtol=1e-5)
+
+
+def test_throughput_suite_end_to_end(tmp_path):
+  result = throughput.run(TINY_THROUGHPUT, str(tmp_path), log=lambda line: None)
+  records = result["records"]
+  assert [(r["estimator"], r["num_samples"]) for r in records] == [
+      (e, n) for n in TINY_THROUGHPUT.sample_sizes for e in throughput.ESTIMATORS]
+  for r in records:
+    for field in ("sfe_seconds", "hand_seconds", "forward_seconds", "sfe_over_hand", "sfe_over_forward",
+                  "sfe_compile_seconds"):
+      assert math.isfinite(r[field]) and r[field] > 0, field
+    assert r["relative_diff_sfe_hand"] < 1e-5
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["throughput.csv", "throughput.json", "throughput.md"]
+  markdown = (tmp_path / "throughput.md").read_text()
+  assert "sfe / hand" in markdown and "score_function" in markdown and "pathwise" in markdown
+  data = json.loads((tmp_path / "throughput.json").read_text())
+  env = data["meta"]["environment"]
+  assert {"jax_version", "platform", "device_kind"} <= set(env)
+
+
+def test_cli_help_names_every_suite(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(["--help"])
+  assert exit_info.value.code == 0
+  text = capsys.readouterr().out
+  for word in ("variance", "throughput", "all", "--quick", "--full", "--out"):
+    assert word in text
+
+
+def test_cli_rejects_quick_and_full_together(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(["all", "--quick", "--full"])
+  assert exit_info.value.code == 2
+  assert "not allowed with" in capsys.readouterr().err
+
+
+def test_cli_all_writes_every_report(tmp_path, monkeypatch, capsys):
+  monkeypatch.setitem(gaussian.PRESETS, "quick", dataclasses.replace(
+      TINY_VARIANCE, problems=TINY_VARIANCE.problems[:1], estimators=("SF", "PW")))
+  monkeypatch.setitem(throughput.PRESETS, "quick", dataclasses.replace(
+      TINY_THROUGHPUT, sample_sizes=(16,), estimators=("pathwise",)))
+  assert cli.main(["all", "--quick", "--out", str(tmp_path / "out")]) == 0
+  names = sorted(p.name for p in (tmp_path / "out").iterdir())
+  assert names == sorted(f"{s}.{ext}" for s in ("variance", "throughput") for ext in ("md", "csv", "json"))
+  assert "total" in capsys.readouterr().out
