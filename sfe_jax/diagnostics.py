@@ -7,6 +7,7 @@ from sfe_jax._src.diagnostics import Timing as Timing
 from sfe_jax._src.diagnostics import bias as bias
 from sfe_jax._src.diagnostics import evaluate as evaluate
 from sfe_jax._src.diagnostics import gradient_moments as gradient_moments
+from sfe_jax._src.diagnostics import repeated_estimates as repeated_estimates
 from sfe_jax._src.diagnostics import time_per_estimate as time_per_estimate
 
 __all__ = (
@@ -17,5 +18,6 @@ __all__ = (
     "bias",
     "evaluate",
     "gradient_moments",
+    "repeated_estimates",
     "time_per_estimate",
 )

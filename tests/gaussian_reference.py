@@ -8,6 +8,7 @@ estimators, for (mu, sigma).
 from typing import Callable, NamedTuple
 
 import jax.numpy as jnp
+import numpy as np
 
 
 class Row(NamedTuple):
@@ -52,6 +53,11 @@ ROWS = (
 IDS = [f"{r.name}-k={r.k}" for r in ROWS]
 
 PARAMS = {"loc": jnp.asarray(1.0), "scale": jnp.asarray(1.0)}
+
+
+def loc_scale_columns(grads):
+  """Repeated estimates {"loc": (R,), "scale": (R,)} as an (R, 2) array, columns (mu, sigma) as in ROWS."""
+  return np.stack([np.asarray(grads["loc"]), np.asarray(grads["scale"])], axis=1)
 
 
 def dist_builder(params):

@@ -20,18 +20,10 @@ NUM_SE = 5.0
 
 
 def repeated_estimates(estimator, f, dist_builder, params, key, *, num_samples, num_repeats, state=None):
-  """``num_repeats`` independent gradient estimates (vmapped over keys): (values (R,), grads with leading R)."""
-
-  @jax.jit
-  def run(keys):
-    def one(k):
-      value, grads, _ = sfe.value_and_grad(
-          estimator, f, dist_builder, params, k, num_samples=num_samples, state=state)
-      return value, grads
-
-    return jax.vmap(one)(keys)
-
-  return run(jax.random.split(key, num_repeats))
+  """``num_repeats`` independent estimates, jitted: (values (R,), grads with a leading R axis)."""
+  run = jax.jit(lambda k: sfe.diagnostics.repeated_estimates(
+      estimator, f, dist_builder, params, k, num_samples=num_samples, num_repeats=num_repeats, state=state))
+  return run(key)
 
 
 def mean_and_se(samples):

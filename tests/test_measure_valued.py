@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import sfe_jax as sfe
-from gaussian_reference import IDS, PARAMS, ROWS, dist_builder
+from gaussian_reference import IDS, PARAMS, ROWS, dist_builder, loc_scale_columns
 from helpers import (NUM_SE, assert_mean, assert_variance, bernoulli_support, categorical_support,
                      enumerate_expectation, flat, flat1, repeated_estimates, variance_and_se)
 
@@ -19,10 +19,6 @@ SQUARE_ROWS = [r for r in ROWS if r.name == "(x-k)^2"]
 SQUARE_IDS = [f"k={r.k}" for r in SQUARE_ROWS]
 
 
-def _stack(grads):
-  return np.stack([np.asarray(grads["loc"]), np.asarray(grads["scale"])], axis=1)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Gaussian: reference Section 1 at mu = 1, sigma = 1.
 # ----------------------------------------------------------------------------------------------------------
@@ -32,7 +28,7 @@ def _stack(grads):
 def test_coupled_mean_and_variance(row):
   values, grads = repeated_estimates(sfe.measure_valued(), row.f, dist_builder, PARAMS, KEY, num_samples=1,
                                      num_repeats=R)
-  g = _stack(grads)
+  g = loc_scale_columns(grads)
   assert_mean(g, row.grad, what=f"MVD mean on {row.name}, k={row.k}")
   assert_variance(g, row.var_mvd, what=f"MVD variance on {row.name}, k={row.k}")
 
@@ -54,7 +50,7 @@ def _uncoupled_square_variance(k, mu=1.0, sigma=1.0):
 def test_uncoupled_unbiased_with_exact_variance(row):
   values, grads = repeated_estimates(sfe.measure_valued(coupling=False), row.f, dist_builder, PARAMS, KEY,
                                      num_samples=1, num_repeats=R)
-  g = _stack(grads)
+  g = loc_scale_columns(grads)
   assert_mean(g, row.grad, what=f"uncoupled MVD mean on k={row.k}")
   exact = _uncoupled_square_variance(row.k)
   assert_variance(g, exact, what=f"uncoupled MVD variance on k={row.k}")

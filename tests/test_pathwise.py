@@ -8,7 +8,7 @@ import pytest
 from jax.scipy.special import digamma
 
 import sfe_jax as sfe
-from gaussian_reference import IDS, PARAMS, ROWS, dist_builder
+from gaussian_reference import IDS, PARAMS, ROWS, dist_builder, loc_scale_columns
 from helpers import assert_mean, assert_variance, repeated_estimates
 
 KEY = jax.random.key(0)
@@ -18,7 +18,7 @@ R = 40_000
 @pytest.mark.parametrize("row", ROWS, ids=IDS)
 def test_mean_and_variance(row):
   _, grads = repeated_estimates(sfe.pathwise(), row.f, dist_builder, PARAMS, KEY, num_samples=1, num_repeats=R)
-  g = np.stack([np.asarray(grads["loc"]), np.asarray(grads["scale"])], axis=1)
+  g = loc_scale_columns(grads)
   assert_mean(g, row.grad, what=f"pathwise mean on {row.name}")
   assert_variance(g, row.var_pw, what=f"pathwise variance on {row.name}")
 

@@ -7,22 +7,18 @@ import numpy as np
 import pytest
 
 import sfe_jax as sfe
-from gaussian_reference import IDS, PARAMS, ROWS, dist_builder
+from gaussian_reference import IDS, PARAMS, ROWS, dist_builder, loc_scale_columns
 from helpers import assert_mean, assert_variance, repeated_estimates
 
 KEY = jax.random.key(0)
 R = 40_000  # single-sample repeats
 
 
-def _stack(grads):
-  return np.stack([np.asarray(grads["loc"]), np.asarray(grads["scale"])], axis=1)
-
-
 @pytest.mark.parametrize("row", ROWS, ids=IDS)
 def test_plain_score_function_mean_and_variance(row):
   _, grads = repeated_estimates(sfe.score_function(), row.f, dist_builder, PARAMS, KEY, num_samples=1,
                                 num_repeats=R)
-  g = _stack(grads)
+  g = loc_scale_columns(grads)
   assert_mean(g, row.grad, what=f"SF mean on {row.name}")
   assert_variance(g, row.var_sf, what=f"SF variance on {row.name}")
 
@@ -34,7 +30,7 @@ def test_optimal_baseline_mean_and_variance(row):
   n, repeats = 200, 4000
   _, grads = repeated_estimates(sfe.score_function(sfe.baselines.optimal()), row.f, dist_builder, PARAMS, KEY,
                                 num_samples=n, num_repeats=repeats)
-  g = _stack(grads)
+  g = loc_scale_columns(grads)
   assert_mean(g, row.grad, what=f"SF* mean on {row.name}")
   assert_variance(g, row.var_sf_opt, scale=n, rtol=3.0 / n, what=f"SF* variance on {row.name}")
 
@@ -71,7 +67,7 @@ def test_leave_one_out_exact_variance(k, n):
   repeats = R // n
   _, grads = repeated_estimates(sfe.score_function(sfe.baselines.leave_one_out()), f, dist_builder, PARAMS,
                                 jax.random.key(1), num_samples=n, num_repeats=repeats)
-  g = _stack(grads)
+  g = loc_scale_columns(grads)
   assert_mean(g, grad, what="LOO mean")
   assert_variance(g, exact, what="LOO variance")
   plain = _square_moments(k)[1] / n
@@ -84,7 +80,7 @@ def test_constant_baseline_exact_variance(k):
   f = lambda x: (x - k) ** 2
   _, grads = repeated_estimates(sfe.score_function(sfe.baselines.constant(b)), f, dist_builder, PARAMS, KEY,
                                 num_samples=1, num_repeats=R)
-  g = _stack(grads)
+  g = loc_scale_columns(grads)
   assert_mean(g, _square_moments(k)[0], what="constant-baseline mean")
   assert_variance(g, _constant_baseline_variance(k, b), what="constant-baseline variance")
 
@@ -112,7 +108,7 @@ def test_moving_average_uses_only_past_and_reduces_variance():
   b = float(state.average / (1 - 0.9 ** state.count))
   assert abs(b - _square_moments(k)[4]) < 2.0  # E[f] = 5; a sanity check on the warm-up, not the test.
   _, grads = repeated_estimates(est, f, dist_builder, PARAMS, KEY, num_samples=1, num_repeats=R, state=state)
-  g = _stack(grads)
+  g = loc_scale_columns(grads)
   assert_mean(g, _square_moments(k)[0], what="moving-average mean")
   exact = _constant_baseline_variance(k, b)
   assert_variance(g, exact, what="moving-average variance")
