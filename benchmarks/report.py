@@ -12,6 +12,13 @@ from typing import Any, Sequence
 import jax
 
 
+def check_subset(requested: Sequence[str], available: Sequence[str], what: str) -> None:
+  """Raises a ``ValueError`` naming the entries of ``requested`` that are not in ``available``."""
+  unknown = [name for name in requested if name not in available]
+  if unknown:
+    raise ValueError(f"unknown {what} {unknown}; expected a subset of {tuple(available)}.")
+
+
 def environment() -> dict[str, Any]:
   """The software and hardware a result was measured on."""
   import distrax  # noqa: PLC0415 (imported here so that the environment records the version actually used)

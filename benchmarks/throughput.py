@@ -214,9 +214,7 @@ def run(config: ThroughputConfig, out_dir: str | None = None, log: Callable[[str
   Returns:
     ``{"records": [...], "markdown": str, "meta": {...}, "paths": {...}}``.
   """
-  unknown = [e for e in config.estimators if e not in ESTIMATORS]
-  if unknown:
-    raise ValueError(f"unknown estimators {unknown}; expected a subset of {ESTIMATORS}.")
+  report.check_subset(config.estimators, ESTIMATORS, "estimators")
   env = report.environment()
   params = {"loc": jnp.zeros(config.dim, jnp.float32), "scale": jnp.ones(config.dim, jnp.float32)}
   key = jax.random.key(config.seed)

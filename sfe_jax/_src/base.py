@@ -86,18 +86,22 @@ def check_key(key: Any, name: str = "key") -> None:
       f"shape {key.shape}. sfe_jax never takes integer seeds: pass jax.random.key(seed).")
 
 
+def check_static_int(value: Any, name: str, minimum: int, why: str = "") -> int:
+  """Checks that argument ``name`` is a static Python int of at least ``minimum``; returns it as an int."""
+  if isinstance(value, jax.core.Tracer):
+    raise TypeError(
+        f"`{name}` must be a static Python int (it fixes array shapes); got a traced value. Under "
+        f"jax.jit, mark it static (static_argnames=('{name}',)) or close over it.")
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    raise TypeError(f"`{name}` must be a Python int; got {type(value).__name__} {value!r}.")
+  if value < minimum:
+    raise ValueError(f"`{name}` must be at least {minimum}{why}; got {int(value)}.")
+  return int(value)
+
+
 def check_num_samples(num_samples: Any, estimator: Estimator) -> int:
   """Checks that ``num_samples`` is a static int that the estimator accepts; returns it as an int."""
-  if isinstance(num_samples, jax.core.Tracer):
-    raise TypeError(
-        "`num_samples` must be a static Python int (it fixes array shapes); got a traced value. Under "
-        "jax.jit, mark it static (static_argnames=('num_samples',)) or close over it.")
-  if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)):
-    raise TypeError(f"`num_samples` must be a Python int; got {type(num_samples).__name__} {num_samples!r}.")
-  num_samples = int(num_samples)
-  if num_samples < estimator.min_samples:
-    raise ValueError(
-        f"`num_samples` must be at least {estimator.min_samples} for {estimator.name}; got {num_samples}.")
+  num_samples = check_static_int(num_samples, "num_samples", estimator.min_samples, f" for {estimator.name}")
   if num_samples % estimator.sample_multiple:
     raise ValueError(
         f"`num_samples` must be a multiple of {estimator.sample_multiple} for {estimator.name} (it uses "

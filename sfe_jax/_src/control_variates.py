@@ -20,7 +20,6 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from sfe_jax._src import base
 from sfe_jax._src import distributions
@@ -225,16 +224,9 @@ def with_control_variate(
     raise TypeError(
         "`control_variate` must be an sfe_jax.control_variates.ControlVariate (e.g. "
         f"sfe.control_variates.delta_method()); got {type(control_variate).__name__}.")
-  if (isinstance(num_coefficient_samples, bool)
-      or not isinstance(num_coefficient_samples, (int, np.integer))):
-    raise TypeError(
-        f"`num_coefficient_samples` must be a Python int; got {type(num_coefficient_samples).__name__} "
-        f"{num_coefficient_samples!r}.")
-  num_coefficient_samples = int(num_coefficient_samples)
-  if num_coefficient_samples < 2:
-    raise ValueError(
-        "`num_coefficient_samples` must be at least 2 (the coefficient is a ratio of a covariance and a "
-        f"variance over these samples); got {num_coefficient_samples}.")
+  num_coefficient_samples = base.check_static_int(
+      num_coefficient_samples, "num_coefficient_samples", 2,
+      " (the coefficient is a ratio of a covariance and a variance over these samples)")
   if coefficient is not None:
     if isinstance(coefficient, bool):
       raise TypeError("`coefficient` must be a real scalar or None; got a bool.")

@@ -19,7 +19,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from sfe_jax._src import base
 
@@ -115,16 +114,6 @@ class Report(NamedTuple):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _check_count(value: Any, name: str, minimum: int, why: str = "") -> int:
-  if isinstance(value, jax.core.Tracer):
-    raise TypeError(f"`{name}` must be a static Python int (it fixes array shapes); got a traced value.")
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-    raise TypeError(f"`{name}` must be a Python int; got {type(value).__name__} {value!r}.")
-  if value < minimum:
-    raise ValueError(f"`{name}` must be at least {minimum}{why}; got {int(value)}.")
-  return int(value)
-
-
 def _check_moments(moments: Any) -> None:
   if not isinstance(moments, GradientMoments):
     raise TypeError(
@@ -160,7 +149,7 @@ def repeated_estimates(
 
   Every repeat starts from the same ``state`` (the states the repeats return are discarded).
   """
-  num_repeats = _check_count(num_repeats, "num_repeats", 1)
+  num_repeats = base.check_static_int(num_repeats, "num_repeats", 1)
   keys = jax.random.split(key, num_repeats)
 
   def one(k):
@@ -255,9 +244,9 @@ def gradient_moments(
   """
   base.check_estimator(estimator)
   base.check_key(key)
-  num_repeats = _check_count(num_repeats, "num_repeats", 2, " to estimate a variance")
+  num_repeats = base.check_static_int(num_repeats, "num_repeats", 2, " to estimate a variance")
   if batch_size is not None:
-    batch_size = _check_count(batch_size, "batch_size", 1)
+    batch_size = base.check_static_int(batch_size, "batch_size", 1)
 
   # One compiled computation for all repeats (params, state and key are arguments, not baked-in constants);
   # under an outer jit this inner jit is inlined.
@@ -375,8 +364,8 @@ def time_per_estimate(
     True
   """
   base.check_estimator(estimator)
-  repeats = _check_count(repeats, "repeats", 1)
-  warmup = _check_count(warmup, "warmup", 0)
+  repeats = base.check_static_int(repeats, "repeats", 1)
+  warmup = base.check_static_int(warmup, "warmup", 0)
   # Checked here as well as in value_and_grad, so that bad input fails before anything is compiled.
   num_samples = base.check_num_samples(num_samples, estimator)
   base.check_key(key)
@@ -449,7 +438,7 @@ def evaluate(
     ['loc', 'scale']
   """
   base.check_estimator(estimator)
-  num_repeats = _check_count(num_repeats, "num_repeats", 2, " to estimate a variance")
+  num_repeats = base.check_static_int(num_repeats, "num_repeats", 2, " to estimate a variance")
   moments_key, timing_key = jax.random.split(key)
   moments = gradient_moments(estimator, f, dist_builder, params, moments_key, num_samples=num_samples,
                              num_repeats=num_repeats, state=state, batch_size=batch_size)
