@@ -37,8 +37,12 @@ def variance_and_se(samples):
   r = x.shape[0]
   centred = x - x.mean(axis=0)
   var = (centred ** 2).sum(axis=0) / (r - 1)
+  # Var(s^2) = sigma^4 ((kurtosis - 1) / R + 2 / (R (R - 1))), with the kurtosis estimated as a ratio: the
+  # difference form m4 - s^4 (R - 3)/(R - 1) cancels catastrophically for two-point estimates (kurtosis ~ 1).
+  m2 = (centred ** 2).mean(axis=0)
   m4 = (centred ** 4).mean(axis=0)
-  se = np.sqrt(np.maximum(m4 - var ** 2 * (r - 3) / (r - 1), 0.0) / r)
+  kurtosis = np.divide(m4, m2 ** 2, out=np.ones_like(m4), where=m2 > 0)
+  se = var * np.sqrt(np.maximum(kurtosis - 1, 0.0) / r + 2 / (r * (r - 1)))
   return var, se
 
 
