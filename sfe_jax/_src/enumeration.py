@@ -27,6 +27,17 @@ def support(view: discrete.DiscreteView) -> jax.Array:
   return jnp.asarray(digits, dtype=jnp.int32)
 
 
+def check_support_size(view: discrete.DiscreteView, max_support: int, who: str, alternative: str) -> int:
+  """The joint support size of ``view``; a ``ValueError`` naming ``who`` when it exceeds ``max_support``."""
+  size = view.support_size
+  if size > max_support:
+    raise ValueError(
+        f"{who} enumerates the joint support, {view.num_categories}^{view.num_variables} = {size} values of "
+        f"{view.num_variables} variables here, more than max_support={max_support}. {alternative}, or raise "
+        "max_support if you have the memory.")
+  return size
+
+
 def enumerate(max_support: int = DEFAULT_MAX_SUPPORT) -> base.Estimator:  # pylint: disable=redefined-builtin
   r"""The exact expectation and gradient, by summing over every value of a small discrete distribution.
 
@@ -51,6 +62,15 @@ def enumerate(max_support: int = DEFAULT_MAX_SUPPORT) -> base.Estimator:  # pyli
 
   Returns:
     An :class:`sfe_jax.Estimator`.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, distrax, sfe_jax as sfe
+    >>> dist_builder = lambda phi: distrax.Bernoulli(logits=jnp.full(3, phi))   # 3 bits, one shared logit
+    >>> f = lambda b: jnp.sum((b - jnp.array([0.6, 0.51, 0.48])) ** 2)
+    >>> _, grad, _ = sfe.value_and_grad(sfe.enumerate(), f, dist_builder, jnp.float32(0.0), jax.random.key(0),
+    ...                                 num_samples=1)
+    >>> round(float(grad), 4)
+    -0.045
   """
   max_support = base.check_static_int(max_support, "max_support", 1)
   who = "sfe.enumerate()"
@@ -58,12 +78,7 @@ def enumerate(max_support: int = DEFAULT_MAX_SUPPORT) -> base.Estimator:  # pyli
   def surrogate(f, dist_builder, params, key, num_samples, state):
     del key, num_samples
     view = discrete.discrete_view(base.build_distribution(dist_builder, params), who=who)
-    size = view.num_categories ** view.num_variables
-    if size > max_support:
-      raise ValueError(
-          f"{who} would enumerate {view.num_categories}^{view.num_variables} = {size} joint values of "
-          f"{view.num_variables} variables, more than max_support={max_support}. Use a Monte Carlo estimator, "
-          "or raise max_support if you have the memory.")
+    check_support_size(view, max_support, who, "Use a Monte Carlo estimator")
     points = support(view)
     log_p = jax.vmap(lambda x: discrete.log_prob(view, x))(points)
     values = base.evaluate(f, discrete.to_sample(view, points))

@@ -49,6 +49,16 @@ def score_function(baseline: Baseline | None = None) -> base.Estimator:
   Returns:
     An :class:`sfe_jax.Estimator`.
 
+  Examples:
+    >>> import jax, jax.numpy as jnp, distrax, sfe_jax as sfe
+    >>> dist_builder = lambda p: distrax.Bernoulli(logits=p)
+    >>> f = lambda b: jnp.sum(b * jnp.array([1.0, 2.0]))   # E[f] = sigmoid(p) . [1, 2]; f is a black box
+    >>> est = sfe.score_function(baseline=sfe.baselines.leave_one_out())
+    >>> _, grads, _ = sfe.value_and_grad(est, f, dist_builder, jnp.zeros(2), jax.random.key(0),
+    ...                                  num_samples=100_000)
+    >>> bool(jnp.allclose(grads, jnp.array([0.25, 0.5]), atol=0.02))
+    True
+
   References:
     Williams, Simple statistical gradient-following algorithms for connectionist reinforcement learning,
     1992. Mohamed, Rosca, Figurnov and Mnih, Monte Carlo gradient estimation in machine learning, JMLR 2020,
