@@ -20,6 +20,9 @@ from sfe_jax._src.distributions import is_reparameterizable as is_reparameteriza
 from sfe_jax._src.distributions import register_reparameterizable as register_reparameterizable
 from sfe_jax._src.enumeration import enumerate as enumerate  # pylint: disable=redefined-builtin
 from sfe_jax._src.measure_valued import measure_valued as measure_valued
+from sfe_jax._src.multi_sample import dreg as dreg
+from sfe_jax._src.multi_sample import iwae as iwae
+from sfe_jax._src.multi_sample import vimco as vimco
 from sfe_jax._src.pathwise import pathwise as pathwise
 from sfe_jax._src.relax import rebar as rebar
 from sfe_jax._src.relax import relax as relax
@@ -36,12 +39,14 @@ __all__ = (
     "control_variates",
     "diagnostics",
     "disarm",
+    "dreg",
     "EmptyState",
     "enumerate",
     "Estimator",
     "expectation",
     "gumbel_softmax",
     "is_reparameterizable",
+    "iwae",
     "measure_valued",
     "pathwise",
     "rebar",
@@ -51,5 +56,6 @@ __all__ = (
     "straight_through",
     "unordered_set",
     "value_and_grad",
+    "vimco",
     "with_control_variate",
 )
