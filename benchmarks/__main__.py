@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmarks {variance,throughput,all} [--quick|--full] [--out DIR]``."""
+"""Command line: ``python -m benchmarks {variance,throughput,all} [--quick|--full] [--out DIR] [--device cpu|gpu]``."""
 
 from __future__ import annotations
 
@@ -8,15 +8,20 @@ import sys
 import time
 
 DESCRIPTION = """\
-Benchmarks of sfe_jax. Each suite prints its progress and writes <suite>.md (the report), <suite>.csv (one
-line per measurement) and <suite>.json (configuration, environment and measurements) into --out.
+Benchmarks of sfe_jax. Each suite shows a progress bar and appends every finished cell (one estimator on one
+problem at one size) to <suite>.jsonl in --out at once, with the device, JAX version and seed; a re-run with
+the same --out resumes where an interrupted one stopped (nothing finished is recomputed; delete the .jsonl to
+start over). The reports are rebuilt from the JSON lines: <suite>.md (the summary), <suite>.csv (one line per
+measurement), <suite>.json (configuration, environment and measurements) and <suite>.png (plots).
 
 suites:
   variance    Single-sample variance and mean of the gradient of E_{x~N(mu,sigma^2)}[f(x;k)] at mu=sigma=1 for
-              the 8 cost functions of closed_forms.md Section 1 ((x-k)^2, exp(-kx^2), cos(kx)), for the score
-              function (SF), SF with the optimal baseline (SF*, measured with N samples, N x Var reported),
-              pathwise (PW) and coupled measure-valued (MVD), each beside its exact value, with a flag when a
-              measured value is more than 5 standard errors from it.
+              the 8 cost functions of closed_forms.md Section 1 ((x-k)^2, exp(-kx^2), cos(kx)) and 6 more
+              values of k, for the score function (SF), SF with the optimal baseline (SF*, measured with N
+              samples, N x Var reported), pathwise (PW), coupled measure-valued (MVD) and SF with the
+              delta-method control variate, each beside its exact value, with a flag when a measured value is
+              more than 5 standard errors from it; work-normalised variance (variance x seconds per
+              estimate); variance.png plots the measured points on the exact curves against k.
   throughput  Median time of jitted sfe.value_and_grad (score function, pathwise) on a 100-dimensional
               diagonal Gaussian at num_samples 1e3, 1e4, 1e5, against a hand-written JAX version of the same
               estimator (target: within 5%) and against the forward Monte Carlo estimate (target: under 2x).
@@ -36,9 +41,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="2e5 repeats per variance cell (SF*: 1e5 repeats of 400 samples), 200 timed runs per "
                          "function; tighter intervals and more stable timings, several times slower")
   parser.add_argument("--out", default="bench-results", metavar="DIR",
-                      help="folder for the reports (created if missing; default: %(default)s)")
+                      help="folder for the results and reports (created if missing; default: %(default)s)")
+  parser.add_argument("--device", choices=("cpu", "gpu"), default=None,
+                      help="run on the CPU or on the GPU (needs a CUDA build of jaxlib, e.g. "
+                           "pip install 'jax[cuda12]'); default: JAX's default device")
   args = parser.parse_args(argv)
   mode = args.mode or "quick"
+  select_device(args.device)
 
   # Imported after parsing so that --help is instant.
   from benchmarks import gaussian, throughput  # noqa: PLC0415
@@ -60,6 +69,23 @@ def main(argv: list[str] | None = None) -> int:
   if outside:
     print(f"WARNING: {outside} variance measurements are outside their intervals (see variance.md).", flush=True)
   return 0
+
+
+def select_device(device: str | None) -> None:
+  """Makes ``device`` JAX's default device; a clear error if there is none of that kind."""
+  if device is None:
+    return
+  import jax  # noqa: PLC0415
+
+  platform = {"cpu": "cpu", "gpu": "gpu"}[device]
+  try:
+    devices = jax.devices(platform)
+  except RuntimeError as e:
+    raise SystemExit(
+        f"--device {device}: JAX has no {device.upper()} backend here ({e}). For a GPU install a CUDA build of "
+        "jaxlib, for example pip install 'jax[cuda12]'.") from e
+  jax.config.update("jax_default_device", devices[0])
+  print(f"device: {devices[0]}", flush=True)
 
 
 if __name__ == "__main__":

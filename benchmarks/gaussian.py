@@ -46,7 +46,10 @@ quadrature of the estimator's second moment (``scipy.integrate.quad``, relative 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import math
+import os
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -57,6 +60,7 @@ import numpy as np
 
 import sfe_jax as sfe
 from benchmarks import report
+from benchmarks import store
 
 ESTIMATORS = ("SF", "SF*", "PW", "MVD", "SF+DM")
 # Estimators whose single-sample variance the reference gives in closed form (the others: mean checked only).
@@ -244,9 +248,15 @@ class VarianceConfig:
   seed: int = 0
 
 
+# The reference rows plus a few more values of k, so that the plots show measured points along the curves.
+CURVE_PROBLEMS = PROBLEMS + (
+    Problem("(x-k)^2", -1.5), Problem("(x-k)^2", 1.5), Problem("exp(-kx^2)", 0.3), Problem("exp(-kx^2)", 3.0),
+    Problem("cos(kx)", 1.0), Problem("cos(kx)", 3.0),
+)
+
 PRESETS = {
-    "quick": VarianceConfig(num_repeats=20_000, optimal_baseline_samples=1_000, optimal_baseline_repeats=4_000),
-    "full": VarianceConfig(num_repeats=200_000, optimal_baseline_samples=1_000, optimal_baseline_repeats=50_000),
+    "quick": VarianceConfig(num_repeats=20_000, problems=CURVE_PROBLEMS, optimal_baseline_samples=1_000, optimal_baseline_repeats=4_000),
+    "full": VarianceConfig(num_repeats=200_000, problems=CURVE_PROBLEMS, optimal_baseline_samples=1_000, optimal_baseline_repeats=50_000),
 }
 
 
@@ -318,6 +328,10 @@ def measure(problem: Problem, label: str, config: VarianceConfig, key: jax.Array
         "variance_z": variance_z,
         "variance_tolerance": tolerance, "model_allowance": allowance,
         "mean_ok": bool(mean_ok), "variance_ok": bool(variance_ok), "seconds": seconds,
+        # Variance per unit of compute: what an estimator costs to reach a given precision (first call
+        # included, so it is an upper bound for cheap estimators).
+        "seconds_per_estimate": seconds / repeats,
+        "work_normalised_variance": float(moments.variance[leaf]) * seconds / repeats,
     })
   return records
 
@@ -349,6 +363,15 @@ def to_markdown(records: list[dict[str, Any]], config: VarianceConfig, env: dict
                   r["expected_variance"], r["variance"], r["variance_se"],
                   None if r["variance_z"] is None else round(r["variance_z"], 2), _flag(r)]
                  for r in records]
+  work_columns = ["f", "k"] + [f"{e}_{p}" for e in labels for p in PARAMS]
+  work_rows = []
+  for problem in config.problems:
+    row = [problem.family, problem.k]
+    for e in labels:
+      for p in PARAMS:
+        r = by_key.get((problem.family, problem.k, e, p))
+        row.append("not run" if r is None else r.get("work_normalised_variance"))
+    work_rows.append(row)
   outside = [r for r in records if not (r["mean_ok"] and r["variance_ok"])]
   verdict = (f"All {len(records)} measurements are inside their {config.num_se:g}-standard-error intervals."
              if not outside else
@@ -362,6 +385,11 @@ def to_markdown(records: list[dict[str, Any]], config: VarianceConfig, env: dict
       report.environment_markdown(env),
       "## Single-sample variance, measured (exact)",
       report.markdown_table(summary_columns, summary_rows),
+      "## Work-normalised variance: variance of one estimate x seconds per estimate",
+      "Lower is better: the compute an estimator needs to reach a given precision, so estimators of different "
+      "cost (SF* uses N samples, MVD 4 evaluations of f per sample) compare fairly. Seconds are the wall time "
+      "of the whole jitted batch of repeats divided by the repeats, on the device named above.",
+      report.markdown_table(work_columns, work_rows),
       "## Every measurement",
       "Mean against the exact gradient and single-sample variance against the exact variance; `z` is "
       "(measured - expected) / se, the variance's se from the fourth central moment. A value is flagged OUTSIDE "
@@ -380,27 +408,83 @@ def to_markdown(records: list[dict[str, Any]], config: VarianceConfig, env: dict
   ])
 
 
+def cells(config: VarianceConfig) -> list[tuple[str, Callable[[], list[dict[str, Any]]]]]:
+  """One cell per (problem, estimator): its id and the function that measures it (two records, mu and sigma)."""
+  report.check_subset(config.estimators, ESTIMATORS, "estimators")
+  key = jax.random.key(config.seed)
+  out = []
+  for problem in config.problems:
+    # Keys from the problem and estimator themselves, so a cell measures the same numbers in any selection.
+    problem_key = jax.random.fold_in(key, _stable_int(problem.name))
+    for label in config.estimators:
+      cell_key = jax.random.fold_in(problem_key, _stable_int(label))
+      cell = (f"variance/{problem.family}/k={problem.k:g}/{label}/repeats={config.num_repeats}"
+              f"/sf*={config.optimal_baseline_repeats}x{config.optimal_baseline_samples}")
+      out.append((cell, functools.partial(measure, problem, label, config, cell_key)))
+  return out
+
+
+def _stable_int(text: str) -> int:
+  """A hash of ``text`` that is the same in every process (Python's ``hash`` of a str is salted)."""
+  return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+
+
+def plot(records: list[dict[str, Any]], config: VarianceConfig, out_dir: str) -> list[str]:
+  """``variance.png``: single-sample variance against k, measured points (± 2 se) beside the exact curves."""
+  import matplotlib  # noqa: PLC0415 (optional dependency, in the bench extra)
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+
+  families = [f for f in ("(x-k)^2", "exp(-kx^2)", "cos(kx)") if any(p.family == f for p in config.problems)]
+  labels = [e for e in ESTIMATORS if e in config.estimators]
+  colours = dict(zip(ESTIMATORS, ("C0", "C1", "C2", "C3", "C4")))
+  fig, axes = plt.subplots(len(PARAMS), len(families), figsize=(4.5 * len(families), 7), squeeze=False)
+  for col, family in enumerate(families):
+    ks = [p.k for p in config.problems if p.family == family]
+    lo, hi = min(ks), max(ks)
+    if family == "exp(-kx^2)":
+      grid = np.geomspace(max(lo, 1e-2) / 1.5, hi * 1.5, 40)
+    else:
+      pad = 0.1 * max(hi - lo, 1.0)
+      grid = np.linspace(lo - pad, hi + pad, 40)
+    curves = [exact(Problem(family, float(k)), config.mu, config.sigma).variance for k in grid]
+    for row, param in enumerate(PARAMS):
+      ax = axes[row][col]
+      for label in labels:
+        if label in WITH_EXACT_VARIANCE:
+          ax.plot(grid, [max(c[label][row], 1e-12) for c in curves], color=colours[label], lw=1, alpha=0.8)
+        points = [r for r in records if r["f"] == family and r["estimator"] == label and r["param"] == param]
+        if points:
+          ax.errorbar([r["k"] for r in points], [float(r["variance"]) for r in points],
+                      yerr=[2 * float(r["variance_se"]) for r in points], fmt="o", ms=4, color=colours[label],
+                      label=label, capsize=2)
+      ax.set_yscale("log")
+      if family == "exp(-kx^2)":
+        ax.set_xscale("log")
+      ax.set_title(f"f = {family}, d/d{param}")
+      ax.set_xlabel("k")
+      ax.set_ylabel("single-sample variance")
+  axes[0][0].legend(fontsize=8)
+  fig.suptitle(f"Gaussian cost functions at mu = {config.mu:g}, sigma = {config.sigma:g}: "
+               "measured (points, ± 2 se) and exact (lines)")
+  fig.tight_layout()
+  path = os.path.join(out_dir, "variance.png")
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return [path]
+
+
 def run(config: VarianceConfig, out_dir: str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-  """Runs the variance benchmark; writes ``variance.{md,csv,json}`` into ``out_dir`` when given.
+  """Runs (or resumes, from ``out_dir/variance.jsonl``) the variance benchmark and writes its reports.
 
   Returns:
-    ``{"records": [...], "markdown": str, "meta": {...}, "paths": {...}}``.
+    ``{"records": [...], "markdown": str, "meta": {...}, "paths": {...}}``; ``meta["outside"]`` counts the
+    measurements outside their intervals.
   """
-  report.check_subset(config.estimators, ESTIMATORS, "estimators")
-  env = report.environment()
-  key = jax.random.key(config.seed)
-  records = []
-  start = time.perf_counter()
-  for i, problem in enumerate(config.problems):
-    for j, label in enumerate(config.estimators):
-      cell = measure(problem, label, config, jax.random.fold_in(jax.random.fold_in(key, i), j))
-      records.extend(cell)
-      flags = ", ".join(f"{r['param']}: {r['variance']:.4g} vs {report.format_number(r['expected_variance'])} "
-                        f"{_flag(r)}" for r in cell)
-      log(f"  variance  {problem.name:<18} {label:<4} {flags}  ({cell[0]['seconds']:.1f} s)")
-  meta = {"suite": "variance", "config": dataclasses.asdict(config), "environment": env,
-          "seconds": time.perf_counter() - start,
-          "outside": sum(not (r["mean_ok"] and r["variance_ok"]) for r in records)}
-  markdown = to_markdown(records, config, env)
-  paths = report.write_outputs(out_dir, "variance", markdown=markdown, records=records, meta=meta) if out_dir else {}
-  return {"records": records, "markdown": markdown, "meta": meta, "paths": paths}
+  result = store.run_suite(
+      "variance", cells(config), lambda records, env: to_markdown(records, config, env),
+      lambda records, out: plot(records, config, out), out_dir, config.seed, log,
+      meta={"config": dataclasses.asdict(config)})
+  result["meta"]["outside"] = sum(not (r["mean_ok"] and r["variance_ok"]) for r in result["records"])
+  return result

@@ -89,12 +89,12 @@ def environment_markdown(env: dict[str, Any]) -> str:
           f"{format_number(env.get('load_average_1min'))} when the run started.")
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
   """JSON-safe: floats that are not finite become strings, numpy/jax scalars become Python numbers."""
   if isinstance(value, dict):
-    return {k: _plain(v) for k, v in value.items()}
+    return {k: plain(v) for k, v in value.items()}
   if isinstance(value, (list, tuple)):
-    return [_plain(v) for v in value]
+    return [plain(v) for v in value]
   if hasattr(value, "item") and getattr(value, "shape", None) == ():
     value = value.item()
   if isinstance(value, float) and not math.isfinite(value):
@@ -120,8 +120,8 @@ def write_outputs(out_dir: str, name: str, *, markdown: str, records: Sequence[d
     writer = csv.DictWriter(fh, fieldnames=fields)
     writer.writeheader()
     for record in records:
-      writer.writerow({k: _plain(v) for k, v in record.items()})
+      writer.writerow({k: plain(v) for k, v in record.items()})
   with open(paths["json"], "w") as fh:
-    json.dump(_plain({"meta": meta, "records": list(records)}), fh, indent=1)
+    json.dump(plain({"meta": meta, "records": list(records)}), fh, indent=1)
     fh.write("\n")
   return paths

@@ -26,7 +26,9 @@ compute the same numbers (distrax draws ``loc + scale * jax.random.normal(key, (
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import os
 import statistics
 import time
 from typing import Any, Callable
@@ -38,6 +40,7 @@ import numpy as np
 
 import sfe_jax as sfe
 from benchmarks import report
+from benchmarks import store
 
 sg = jax.lax.stop_gradient
 ESTIMATORS = ("score_function", "pathwise")
@@ -208,71 +211,104 @@ def time_interleaved(functions: dict[str, Callable], params: Any, key: jax.Array
   return results
 
 
+def measure_size(config: ThroughputConfig, n: int) -> list[dict[str, Any]]:
+  """Times every variant at ``num_samples = n`` (interleaved); one record per estimator."""
+  params = {"loc": jnp.zeros(config.dim, jnp.float32), "scale": jnp.ones(config.dim, jnp.float32)}
+  key = jax.random.key(config.seed)
+  records = []
+  functions = {"forward": forward_function(n)}
+  for name in config.estimators:
+    functions[f"{name}/sfe"] = sfe_function(name, n)
+    functions[f"{name}/hand"] = hand_function(name, n)
+    functions[f"{name}/hand-copy"] = hand_function(name, n)
+  timings = time_interleaved(functions, params, jax.random.fold_in(key, n), repeats=config.repeats,
+                             warmup=config.warmup, min_seconds=config.min_seconds,
+                             max_repeats=config.max_repeats)
+  forward = timings["forward"]["median_seconds"]
+  for name in config.estimators:
+    ours, hand = timings[f"{name}/sfe"], timings[f"{name}/hand"]
+    v_sfe, g_sfe = ours["compiled"](params, key)
+    v_hand, g_hand = hand["compiled"](params, key)
+    max_diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in
+                   zip(jax.tree.leaves((v_sfe, g_sfe)), jax.tree.leaves((v_hand, g_hand))))
+    scale = max(float(jnp.max(jnp.abs(a))) for a in jax.tree.leaves((v_hand, g_hand)))
+    record = {
+        "estimator": name, "num_samples": n, "dim": config.dim,
+        "sfe_seconds": ours["median_seconds"], "hand_seconds": hand["median_seconds"],
+        "forward_seconds": forward,
+        "sfe_over_hand": ours["median_seconds"] / hand["median_seconds"],
+        "sfe_over_forward": ours["median_seconds"] / forward,
+        "hand_over_forward": hand["median_seconds"] / forward,
+        # Medians of the per-round ratios (the runs of one round are back to back) and ratios of the fastest
+        # runs: both less sensitive than the ratio of medians to other processes competing for the machine.
+        "sfe_over_hand_paired": _paired_ratio(ours["times"], hand["times"]),
+        "sfe_over_forward_paired": _paired_ratio(ours["times"], timings["forward"]["times"]),
+        "sfe_over_hand_min": ours["min_seconds"] / hand["min_seconds"],
+        # The A/A control: two copies of the same program; how far this is from 1 is the measurement noise.
+        "hand_copy_over_hand_paired": _paired_ratio(timings[f"{name}/hand-copy"]["times"], hand["times"]),
+        "sfe_over_forward_min": ours["min_seconds"] / timings["forward"]["min_seconds"],
+        "sfe_min_seconds": ours["min_seconds"], "hand_min_seconds": hand["min_seconds"],
+        "forward_min_seconds": timings["forward"]["min_seconds"],
+        "sfe_compile_seconds": ours["compile_seconds"], "hand_compile_seconds": hand["compile_seconds"],
+        "sfe_flops": ours["flops"], "hand_flops": hand["flops"], "forward_flops": timings["forward"]["flops"],
+        "sfe_bytes": ours["bytes_accessed"], "hand_bytes": hand["bytes_accessed"],
+        "forward_bytes": timings["forward"]["bytes_accessed"],
+        "sfe_hlo_instructions": ours["hlo_instructions"], "hand_hlo_instructions": hand["hlo_instructions"],
+        "max_abs_diff_sfe_hand": max_diff, "relative_diff_sfe_hand": max_diff / max(scale, 1e-30),
+        "repeats": len(ours["times"]),
+        "estimates_per_second": 1.0 / ours["median_seconds"],
+        "samples_per_second": n / ours["median_seconds"],
+    }
+    records.append(record)
+  return records
+
+
+def cells(config: ThroughputConfig) -> list[tuple[str, Callable[[], list[dict[str, Any]]]]]:
+  """One cell per ``num_samples``: all variants of one size are timed together (interleaved)."""
+  report.check_subset(config.estimators, ESTIMATORS, "estimators")
+  return [(f"throughput/D={config.dim}/N={n}/{'+'.join(config.estimators)}/repeats={config.repeats}",
+           functools.partial(measure_size, config, n)) for n in config.sample_sizes]
+
+
+def plot(records: list[dict[str, Any]], config: ThroughputConfig, out_dir: str) -> list[str]:
+  """``throughput.png``: median seconds per call against num_samples, sfe / hand-written / forward."""
+  import matplotlib  # noqa: PLC0415 (optional dependency, in the bench extra)
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+
+  names = [e for e in ESTIMATORS if any(r["estimator"] == e for r in records)]
+  fig, axes = plt.subplots(1, max(len(names), 1), figsize=(5 * max(len(names), 1), 4), squeeze=False)
+  for ax, name in zip(axes[0], names):
+    rows = sorted((r for r in records if r["estimator"] == name), key=lambda r: r["num_samples"])
+    ns = [r["num_samples"] for r in rows]
+    for field, label in (("sfe_seconds", "sfe_jax"), ("hand_seconds", "hand-written JAX"),
+                         ("forward_seconds", "forward estimate only")):
+      ax.plot(ns, [float(r[field]) for r in rows], "o-", label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("num_samples")
+    ax.set_ylabel("median seconds per call")
+    ax.set_title(f"{name}, D = {config.dim}, {rows[0]['device'] if rows and 'device' in rows[0] else ''}")
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  path = os.path.join(out_dir, "throughput.png")
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return [path]
+
+
 def run(config: ThroughputConfig, out_dir: str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-  """Runs the throughput benchmark; writes ``throughput.{md,csv,json}`` into ``out_dir`` when given.
+  """Runs (or resumes, from ``out_dir/throughput.jsonl``) the throughput benchmark and writes its reports.
 
   Returns:
     ``{"records": [...], "markdown": str, "meta": {...}, "paths": {...}}``.
   """
-  report.check_subset(config.estimators, ESTIMATORS, "estimators")
-  env = report.environment()
-  params = {"loc": jnp.zeros(config.dim, jnp.float32), "scale": jnp.ones(config.dim, jnp.float32)}
-  key = jax.random.key(config.seed)
-  records = []
-  start = time.perf_counter()
-  for n in config.sample_sizes:
-    functions = {"forward": forward_function(n)}
-    for name in config.estimators:
-      functions[f"{name}/sfe"] = sfe_function(name, n)
-      functions[f"{name}/hand"] = hand_function(name, n)
-      functions[f"{name}/hand-copy"] = hand_function(name, n)
-    timings = time_interleaved(functions, params, jax.random.fold_in(key, n), repeats=config.repeats,
-                               warmup=config.warmup, min_seconds=config.min_seconds,
-                               max_repeats=config.max_repeats)
-    forward = timings["forward"]["median_seconds"]
-    for name in config.estimators:
-      ours, hand = timings[f"{name}/sfe"], timings[f"{name}/hand"]
-      v_sfe, g_sfe = ours["compiled"](params, key)
-      v_hand, g_hand = hand["compiled"](params, key)
-      max_diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in
-                     zip(jax.tree.leaves((v_sfe, g_sfe)), jax.tree.leaves((v_hand, g_hand))))
-      scale = max(float(jnp.max(jnp.abs(a))) for a in jax.tree.leaves((v_hand, g_hand)))
-      record = {
-          "estimator": name, "num_samples": n, "dim": config.dim,
-          "sfe_seconds": ours["median_seconds"], "hand_seconds": hand["median_seconds"],
-          "forward_seconds": forward,
-          "sfe_over_hand": ours["median_seconds"] / hand["median_seconds"],
-          "sfe_over_forward": ours["median_seconds"] / forward,
-          "hand_over_forward": hand["median_seconds"] / forward,
-          # Medians of the per-round ratios (the runs of one round are back to back) and ratios of the fastest
-          # runs: both less sensitive than the ratio of medians to other processes competing for the machine.
-          "sfe_over_hand_paired": _paired_ratio(ours["times"], hand["times"]),
-          "sfe_over_forward_paired": _paired_ratio(ours["times"], timings["forward"]["times"]),
-          "sfe_over_hand_min": ours["min_seconds"] / hand["min_seconds"],
-          # The A/A control: two copies of the same program; how far this is from 1 is the measurement noise.
-          "hand_copy_over_hand_paired": _paired_ratio(timings[f"{name}/hand-copy"]["times"], hand["times"]),
-          "sfe_over_forward_min": ours["min_seconds"] / timings["forward"]["min_seconds"],
-          "sfe_min_seconds": ours["min_seconds"], "hand_min_seconds": hand["min_seconds"],
-          "forward_min_seconds": timings["forward"]["min_seconds"],
-          "sfe_compile_seconds": ours["compile_seconds"], "hand_compile_seconds": hand["compile_seconds"],
-          "sfe_flops": ours["flops"], "hand_flops": hand["flops"], "forward_flops": timings["forward"]["flops"],
-          "sfe_bytes": ours["bytes_accessed"], "hand_bytes": hand["bytes_accessed"],
-          "forward_bytes": timings["forward"]["bytes_accessed"],
-          "sfe_hlo_instructions": ours["hlo_instructions"], "hand_hlo_instructions": hand["hlo_instructions"],
-          "max_abs_diff_sfe_hand": max_diff, "relative_diff_sfe_hand": max_diff / max(scale, 1e-30),
-          "repeats": len(ours["times"]),
-      }
-      records.append(record)
-      log(f"  throughput {name:<15} N={n:<7} sfe {record['sfe_seconds'] * 1e3:8.3f} ms  "
-          f"hand {record['hand_seconds'] * 1e3:8.3f} ms  forward {forward * 1e3:8.3f} ms  "
-          f"sfe/hand {record['sfe_over_hand']:.3f}  sfe/forward {record['sfe_over_forward']:.2f}")
-  meta = {"suite": "throughput", "config": dataclasses.asdict(config), "environment": env,
-          "seconds": time.perf_counter() - start,
-          "targets": {"sfe_over_hand": OVERHEAD_TARGET, "sfe_over_forward": GRADIENT_TARGET}}
-  markdown = to_markdown(records, config, env)
-  paths = report.write_outputs(out_dir, "throughput", markdown=markdown, records=records,
-                               meta=meta) if out_dir else {}
-  return {"records": records, "markdown": markdown, "meta": meta, "paths": paths}
+  return store.run_suite(
+      "throughput", cells(config), lambda records, env: to_markdown(records, config, env),
+      lambda records, out: plot(records, config, out), out_dir, config.seed, log,
+      meta={"config": dataclasses.asdict(config),
+            "targets": {"sfe_over_hand": OVERHEAD_TARGET, "sfe_over_forward": GRADIENT_TARGET}})
 
 
 def _paired_ratio(numerator: list[float], denominator: list[float]) -> float:

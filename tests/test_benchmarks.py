@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from benchmarks import __main__ as cli
-from benchmarks import gaussian, throughput
+from benchmarks import gaussian, store, throughput
 from gaussian_reference import ROWS
 
 TINY_VARIANCE = gaussian.VarianceConfig(
@@ -61,7 +61,7 @@ def test_variance_suite_end_to_end(tmp_path):
   result = gaussian.run(TINY_VARIANCE, str(tmp_path), log=lines.append)
   records = result["records"]
   assert len(records) == len(TINY_VARIANCE.problems) * len(gaussian.ESTIMATORS) * 2
-  assert len(lines) == len(TINY_VARIANCE.problems) * len(gaussian.ESTIMATORS)
+  assert len([line for line in lines if "done" in line]) == len(TINY_VARIANCE.problems) * len(gaussian.ESTIMATORS)
   # The exact column is the reference table's.
   for r in records:
     ref = _reference(gaussian.Problem(r["f"], r["k"]))
@@ -79,7 +79,9 @@ def test_variance_suite_end_to_end(tmp_path):
     else:
       assert r["expected_variance"] == r["exact_variance"]
   # Files: Markdown with both tables, CSV with one line per record, JSON with meta and records.
-  assert sorted(p.name for p in tmp_path.iterdir()) == ["variance.csv", "variance.json", "variance.md"]
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["variance.csv", "variance.json", "variance.jsonl",
+                                                        "variance.md", "variance.png"]
+  assert all(r["work_normalised_variance"] > 0 for r in records)
   markdown = (tmp_path / "variance.md").read_text()
   assert "Single-sample variance, measured (exact)" in markdown and "| cos(kx) | 2 | SF | mu |" in markdown
   assert "(0.4411)" in markdown and "(0.2241)" in markdown  # exact SF_mu and MVD_mu of cos(kx), k = 2
@@ -116,7 +118,9 @@ def test_throughput_suite_end_to_end(tmp_path):
                   "sfe_compile_seconds"):
       assert math.isfinite(r[field]) and r[field] > 0, field
     assert r["relative_diff_sfe_hand"] < 1e-5
-  assert sorted(p.name for p in tmp_path.iterdir()) == ["throughput.csv", "throughput.json", "throughput.md"]
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["throughput.csv", "throughput.json", "throughput.jsonl",
+                                                        "throughput.md", "throughput.png"]
+  assert all(r["samples_per_second"] == pytest.approx(r["num_samples"] / r["sfe_seconds"]) for r in records)
   markdown = (tmp_path / "throughput.md").read_text()
   assert "sfe / hand" in markdown and "score_function" in markdown and "pathwise" in markdown
   data = json.loads((tmp_path / "throughput.json").read_text())
@@ -147,5 +151,66 @@ def test_cli_all_writes_every_report(tmp_path, monkeypatch, capsys):
       TINY_THROUGHPUT, sample_sizes=(16,), estimators=("pathwise",)))
   assert cli.main(["all", "--quick", "--out", str(tmp_path / "out")]) == 0
   names = sorted(p.name for p in (tmp_path / "out").iterdir())
-  assert names == sorted(f"{s}.{ext}" for s in ("variance", "throughput") for ext in ("md", "csv", "json"))
+  assert names == sorted(f"{s}.{ext}" for s in ("variance", "throughput")
+                          for ext in ("md", "csv", "json", "jsonl", "png"))
   assert "total" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Results as JSON lines: resume and damaged files.
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _cells(calls):
+  def cell(i):
+    def measure():
+      calls.append(i)
+      return [{"estimator": f"e{i}", "value": float(i)}]
+    return (f"toy/{i}", measure)
+  return [cell(i) for i in range(4)]
+
+
+def test_store_resumes_after_an_interruption(tmp_path):
+  path = str(tmp_path / "toy.jsonl")
+  calls = []
+  common = store.common_fields(seed=3)
+  records = store.run_cells(store.Store(path), _cells(calls)[:2], common, "toy", log=lambda line: None)
+  assert calls == [0, 1] and [r["value"] for r in records] == [0.0, 1.0]
+  assert all(r["seed"] == 3 and r["jax_version"] and r["device"] for r in records)
+  # Simulate an interruption in the middle of writing the third cell: a last line without its newline.
+  with open(path, "a") as fh:
+    fh.write('{"cell": "cpu/toy/2", "estim')
+  notes = []
+  resumed = store.Store(path, log=notes.append)
+  assert len(resumed.records) == 2 and "incomplete last line" in notes[0]
+  calls.clear()
+  records = store.run_cells(resumed, _cells(calls), common, "toy", log=lambda line: None)
+  assert calls == [2, 3], "finished cells must not be recomputed"
+  assert [r["value"] for r in records] == [0.0, 1.0, 2.0, 3.0]
+  with open(path) as fh:
+    assert [json.loads(line)["value"] for line in fh] == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_store_refuses_a_corrupt_line(tmp_path):
+  path = tmp_path / "toy.jsonl"
+  path.write_text('{"cell": "a", "x": 1}\nnot json at all\n{"cell": "b", "x": 2}\n')
+  with pytest.raises(ValueError, match=r"toy.jsonl, line 2: not a JSON record"):
+    store.Store(str(path))
+  path.write_text('{"cell": "a", "x": 1}\n[1, 2]\n')
+  with pytest.raises(ValueError, match=r"line 2: expected a JSON object with a 'cell' field"):
+    store.Store(str(path))
+
+
+def test_suites_rebuild_their_reports_from_the_json_lines(tmp_path):
+  result = gaussian.run(TINY_VARIANCE, str(tmp_path), log=lambda line: None)
+  again = gaussian.run(TINY_VARIANCE, str(tmp_path), log=lambda line: None)
+  assert again["records"] == result["records"], "a complete re-run must reuse every cell"
+  without_env = lambda md: [line for line in md.splitlines() if "load average" not in line]  # noqa: E731
+  assert without_env(again["markdown"]) == without_env(result["markdown"])
+  with open(result["paths"]["png0"], "rb") as fh:
+    assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_device_flag_reports_a_missing_backend():
+  with pytest.raises(SystemExit, match="no GPU backend"):
+    cli.select_device("gpu")
