@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from benchmarks import __main__ as cli
-from benchmarks import gaussian, store, throughput
+from benchmarks import bernoulli, gaussian, store, throughput
 from gaussian_reference import ROWS
 
 TINY_VARIANCE = gaussian.VarianceConfig(
@@ -149,10 +149,14 @@ def test_cli_all_writes_every_report(tmp_path, monkeypatch, capsys):
       TINY_VARIANCE, problems=TINY_VARIANCE.problems[:1], estimators=("SF", "PW")))
   monkeypatch.setitem(throughput.PRESETS, "quick", dataclasses.replace(
       TINY_THROUGHPUT, sample_sizes=(16,), estimators=("pathwise",)))
+  monkeypatch.setitem(bernoulli.PRESETS, "quick", dataclasses.replace(
+      bernoulli.PRESETS["quick"], p0_values=(0.49,), p_values=(0.3,), num_repeats=200, estimators=("ARM",),
+      training_p0s=(0.45,), training_estimators=("REINFORCE",), steps=4, log_every=2))
   assert cli.main(["all", "--quick", "--out", str(tmp_path / "out")]) == 0
-  names = sorted(p.name for p in (tmp_path / "out").iterdir())
-  assert names == sorted(f"{s}.{ext}" for s in ("variance", "throughput")
-                          for ext in ("md", "csv", "json", "jsonl", "png"))
+  names = {p.name for p in (tmp_path / "out").iterdir()}
+  for suite in ("variance", "throughput", "bernoulli"):
+    assert {f"{suite}.{ext}" for ext in ("md", "csv", "json", "jsonl")} <= names
+    assert any(n.startswith(suite) and n.endswith(".png") for n in names), suite
   assert "total" in capsys.readouterr().out
 
 
