@@ -43,7 +43,11 @@ from benchmarks import report
 from benchmarks import store
 
 sg = jax.lax.stop_gradient
-ESTIMATORS = ("score_function", "pathwise")
+ESTIMATORS = ("score_function", "pathwise", "arm", "disarm", "gumbel_softmax")
+# The problem each estimator is timed on: a diagonal Gaussian, or D independent Bernoulli bits.
+FAMILY = {"score_function": "normal", "pathwise": "normal", "arm": "bernoulli", "disarm": "bernoulli",
+          "gumbel_softmax": "bernoulli"}
+GUMBEL_TEMPERATURE = 0.5
 OVERHEAD_TARGET = 1.05
 GRADIENT_TARGET = 2.0
 
@@ -53,8 +57,9 @@ class ThroughputConfig:
   """What the throughput benchmark measures.
 
   Attributes:
-    dim: ``D``, the number of Gaussian variables.
+    dims: the values of ``D``, the number of variables (Gaussian or Bernoulli).
     sample_sizes: the ``num_samples`` values.
+    max_elements: (D, N) pairs with ``D * N`` above this are skipped (memory).
     repeats: timed runs of each function, at least (the median is reported).
     warmup: untimed runs after compilation.
     min_seconds: more timed runs for fast functions, so that each is timed for about this long in total
@@ -64,8 +69,9 @@ class ThroughputConfig:
     seed: the PRNG seed.
   """
 
-  dim: int = 100
+  dims: tuple[int, ...] = (100,)
   sample_sizes: tuple[int, ...] = (1_000, 10_000, 100_000)
+  max_elements: int = 20_000_000
   repeats: int = 30
   warmup: int = 3
   min_seconds: float = 1.0
@@ -75,8 +81,10 @@ class ThroughputConfig:
 
 
 PRESETS = {
-    "quick": ThroughputConfig(repeats=30, warmup=3, min_seconds=1.0),
-    "full": ThroughputConfig(repeats=200, warmup=10, min_seconds=5.0),
+    "quick": ThroughputConfig(dims=(100,), sample_sizes=(1_000, 10_000, 100_000), repeats=30, warmup=3,
+                              min_seconds=1.0),
+    "full": ThroughputConfig(dims=(1, 10, 100, 1_000, 10_000), sample_sizes=(100, 1_000, 10_000, 100_000, 1_000_000),
+                             repeats=200, warmup=10, min_seconds=5.0, max_elements=100_000_000),
 }
 
 
@@ -84,16 +92,30 @@ def f(x):
   return jnp.sum((x - 0.5) ** 2)
 
 
+def f_bits(b):
+  return jnp.sum((b.astype(jnp.float32) - 0.3) ** 2)
+
+
 def dist_builder(params):
   return distrax.Normal(params["loc"], params["scale"])
 
 
+def bernoulli_builder(params):
+  return distrax.Bernoulli(logits=params["logits"])
+
+
+def initial_params(family: str, dim: int) -> dict[str, jax.Array]:
+  if family == "normal":
+    return {"loc": jnp.zeros(dim, jnp.float32), "scale": jnp.ones(dim, jnp.float32)}
+  return {"logits": jnp.linspace(-1.0, 1.0, dim, dtype=jnp.float32)}
+
+
 def _build_estimator(name: str) -> sfe.Estimator:
-  if name == "score_function":
-    return sfe.score_function()
-  if name == "pathwise":
-    return sfe.pathwise()
-  raise ValueError(f"unknown estimator {name!r}; expected one of {ESTIMATORS}.")
+  builders = {"score_function": sfe.score_function, "pathwise": sfe.pathwise, "arm": sfe.arm,
+              "disarm": sfe.disarm, "gumbel_softmax": lambda: sfe.gumbel_softmax(GUMBEL_TEMPERATURE)}
+  if name not in builders:
+    raise ValueError(f"unknown estimator {name!r}; expected one of {ESTIMATORS}.")
+  return builders[name]()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -104,9 +126,10 @@ def _build_estimator(name: str) -> sfe.Estimator:
 def sfe_function(name: str, num_samples: int) -> Callable:
   """``(params, key) -> (value, grads)`` through sfe_jax."""
   estimator = _build_estimator(name)
+  cost, builder = (f, dist_builder) if FAMILY[name] == "normal" else (f_bits, bernoulli_builder)
 
   def run(params, key):
-    value, grads, _ = sfe.value_and_grad(estimator, f, dist_builder, params, key, num_samples=num_samples)
+    value, grads, _ = sfe.value_and_grad(estimator, cost, builder, params, key, num_samples=num_samples)
     return value, grads
 
   return run
@@ -133,12 +156,46 @@ def hand_function(name: str, num_samples: int) -> Callable:
     x = loc + scale * eps
     return jnp.mean(jnp.sum((x - 0.5) ** 2, axis=1))
 
-  surrogate = {"score_function": score_function_surrogate, "pathwise": pathwise_surrogate}[name]
+  def bits_cost(b):
+    return jnp.sum((b - 0.3) ** 2, axis=-1)
+
+  def antithetic_surrogate(params, key, disarm):
+    logits = params["logits"]
+    phi = sg(logits)
+    u = jax.random.uniform(key, (num_samples // 2,) + phi.shape, phi.dtype)
+    logit_u = jnp.log(u) - jnp.log1p(-u)
+    b, b_tilde = (logit_u < phi).astype(phi.dtype), (-logit_u < phi).astype(phi.dtype)
+    fb, fbt = bits_cost(b), bits_cost(b_tilde)
+    if disarm:
+      weights = 0.5 * (b_tilde - b) * jax.nn.sigmoid(jnp.abs(phi))
+    else:
+      weights = u - 0.5
+    g = jnp.mean((fbt - fb)[:, None] * weights, axis=0)
+    return 0.5 * jnp.mean(fb + fbt) + jnp.sum(sg(g) * (logits - phi))
+
+  def gumbel_surrogate(params, key):
+    logits = params["logits"]
+    z = logits + jax.random.logistic(key, (num_samples,) + logits.shape, logits.dtype)
+    return jnp.mean(bits_cost(jax.nn.sigmoid(z / GUMBEL_TEMPERATURE)))
+
+  surrogate = {"score_function": score_function_surrogate, "pathwise": pathwise_surrogate,
+               "arm": functools.partial(antithetic_surrogate, disarm=False),
+               "disarm": functools.partial(antithetic_surrogate, disarm=True),
+               "gumbel_softmax": gumbel_surrogate}[name]
   return jax.value_and_grad(surrogate)
 
 
-def forward_function(num_samples: int) -> Callable:
-  """``(params, key) -> value``: the Monte Carlo estimate of ``E[f]`` alone."""
+def forward_function(num_samples: int, family: str = "normal") -> Callable:
+  """``(params, key) -> value``: the Monte Carlo estimate of ``E[f]`` alone (no gradient)."""
+
+  def run_bits(params, key):
+    logits = params["logits"]
+    u = jax.random.uniform(key, (num_samples,) + logits.shape, logits.dtype)
+    b = (jnp.log(u) - jnp.log1p(-u) < logits).astype(logits.dtype)
+    return jnp.mean(jnp.sum((b - 0.3) ** 2, axis=1))
+
+  if family == "bernoulli":
+    return run_bits
 
   def run(params, key):
     loc, scale = params["loc"], params["scale"]
@@ -211,13 +268,27 @@ def time_interleaved(functions: dict[str, Callable], params: Any, key: jax.Array
   return results
 
 
-def measure_size(config: ThroughputConfig, n: int) -> list[dict[str, Any]]:
-  """Times every variant at ``num_samples = n`` (interleaved); one record per estimator."""
-  params = {"loc": jnp.zeros(config.dim, jnp.float32), "scale": jnp.ones(config.dim, jnp.float32)}
+def measure_size(config: ThroughputConfig, dim: int, n: int) -> list[dict[str, Any]]:
+  """Times every variant at ``D = dim``, ``num_samples = n``; one record per estimator.
+
+  The estimators of one family (Gaussian or Bernoulli) are timed together, interleaved with their family's
+  forward estimate and hand-written versions.
+  """
+  records = []
+  for family in ("normal", "bernoulli"):
+    names = [e for e in config.estimators if FAMILY[e] == family]
+    if names:
+      records.extend(_measure_family(config, family, names, dim, n))
+  return records
+
+
+def _measure_family(config: ThroughputConfig, family: str, names: list[str], dim: int,
+                    n: int) -> list[dict[str, Any]]:
+  params = initial_params(family, dim)
   key = jax.random.key(config.seed)
   records = []
-  functions = {"forward": forward_function(n)}
-  for name in config.estimators:
+  functions = {"forward": forward_function(n, family)}
+  for name in names:
     functions[f"{name}/sfe"] = sfe_function(name, n)
     functions[f"{name}/hand"] = hand_function(name, n)
     functions[f"{name}/hand-copy"] = hand_function(name, n)
@@ -225,7 +296,7 @@ def measure_size(config: ThroughputConfig, n: int) -> list[dict[str, Any]]:
                              warmup=config.warmup, min_seconds=config.min_seconds,
                              max_repeats=config.max_repeats)
   forward = timings["forward"]["median_seconds"]
-  for name in config.estimators:
+  for name in names:
     ours, hand = timings[f"{name}/sfe"], timings[f"{name}/hand"]
     v_sfe, g_sfe = ours["compiled"](params, key)
     v_hand, g_hand = hand["compiled"](params, key)
@@ -233,7 +304,7 @@ def measure_size(config: ThroughputConfig, n: int) -> list[dict[str, Any]]:
                    zip(jax.tree.leaves((v_sfe, g_sfe)), jax.tree.leaves((v_hand, g_hand))))
     scale = max(float(jnp.max(jnp.abs(a))) for a in jax.tree.leaves((v_hand, g_hand)))
     record = {
-        "estimator": name, "num_samples": n, "dim": config.dim,
+        "estimator": name, "family": family, "num_samples": n, "dim": dim,
         "sfe_seconds": ours["median_seconds"], "hand_seconds": hand["median_seconds"],
         "forward_seconds": forward,
         "sfe_over_hand": ours["median_seconds"] / hand["median_seconds"],
@@ -266,8 +337,9 @@ def measure_size(config: ThroughputConfig, n: int) -> list[dict[str, Any]]:
 def cells(config: ThroughputConfig) -> list[tuple[str, Callable[[], list[dict[str, Any]]]]]:
   """One cell per ``num_samples``: all variants of one size are timed together (interleaved)."""
   report.check_subset(config.estimators, ESTIMATORS, "estimators")
-  return [(f"throughput/D={config.dim}/N={n}/{'+'.join(config.estimators)}/repeats={config.repeats}",
-           functools.partial(measure_size, config, n)) for n in config.sample_sizes]
+  return [(f"throughput/D={d}/N={n}/{'+'.join(config.estimators)}/repeats={config.repeats}",
+           functools.partial(measure_size, config, d, n))
+          for d in config.dims for n in config.sample_sizes if d * n <= config.max_elements]
 
 
 def plot(records: list[dict[str, Any]], config: ThroughputConfig, out_dir: str) -> list[str]:
@@ -279,17 +351,23 @@ def plot(records: list[dict[str, Any]], config: ThroughputConfig, out_dir: str) 
 
   names = [e for e in ESTIMATORS if any(r["estimator"] == e for r in records)]
   fig, axes = plt.subplots(1, max(len(names), 1), figsize=(5 * max(len(names), 1), 4), squeeze=False)
+  styles = ("-", "--", ":", "-.")
   for ax, name in zip(axes[0], names):
-    rows = sorted((r for r in records if r["estimator"] == name), key=lambda r: r["num_samples"])
-    ns = [r["num_samples"] for r in rows]
-    for field, label in (("sfe_seconds", "sfe_jax"), ("hand_seconds", "hand-written JAX"),
-                         ("forward_seconds", "forward estimate only")):
-      ax.plot(ns, [float(r[field]) for r in rows], "o-", label=label)
+    dims = sorted({int(r["dim"]) for r in records if r["estimator"] == name})
+    for i, dim in enumerate(dims):
+      rows = sorted((r for r in records if r["estimator"] == name and int(r["dim"]) == dim),
+                    key=lambda r: r["num_samples"])
+      ns = [r["num_samples"] for r in rows]
+      for j, (field, label) in enumerate((("sfe_seconds", "sfe_jax"), ("hand_seconds", "hand-written JAX"),
+                                          ("forward_seconds", "forward estimate only"))):
+        ax.plot(ns, [float(r[field]) for r in rows], "o" + styles[i % len(styles)], color=f"C{j}",
+                label=f"{label}, D={dim}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("num_samples")
     ax.set_ylabel("median seconds per call")
-    ax.set_title(f"{name}, D = {config.dim}, {rows[0]['device'] if rows and 'device' in rows[0] else ''}")
+    devices = sorted({str(r.get("device", "")) for r in records if r["estimator"] == name})
+    ax.set_title(f"{name} ({', '.join(devices)})")
     ax.legend(fontsize=8)
   fig.tight_layout()
   path = os.path.join(out_dir, "throughput.png")
@@ -320,7 +398,7 @@ def _verdict(value: float, target: float) -> str:
 
 
 def to_markdown(records: list[dict[str, Any]], config: ThroughputConfig, env: dict[str, Any]) -> str:
-  columns = ["estimator", "N", "runs", "sfe (ms)", "hand-written (ms)", "forward (ms)", "sfe / hand", "",
+  columns = ["estimator", "D", "N", "runs", "sfe (ms)", "hand-written (ms)", "forward (ms)", "sfe / hand", "",
              "sfe / forward", "", "hand / forward", "sfe / hand (paired)", "A/A: hand copy / hand (paired)",
              "sfe / forward (paired)",
              "flops sfe / hand", "bytes sfe / hand", "HLO instr. sfe / hand", "max rel. diff sfe vs hand"]
@@ -328,7 +406,7 @@ def to_markdown(records: list[dict[str, Any]], config: ThroughputConfig, env: di
   def ratio(a, b):
     return None if a is None or b in (None, 0) else a / b
 
-  rows = [[r["estimator"], r["num_samples"], r["repeats"], r["sfe_seconds"] * 1e3, r["hand_seconds"] * 1e3,
+  rows = [[r["estimator"], r["dim"], r["num_samples"], r["repeats"], r["sfe_seconds"] * 1e3, r["hand_seconds"] * 1e3,
            r["forward_seconds"] * 1e3, round(r["sfe_over_hand"], 3), _verdict(r["sfe_over_hand"], OVERHEAD_TARGET),
            round(r["sfe_over_forward"], 2), _verdict(r["sfe_over_forward"], GRADIENT_TARGET),
            round(r["hand_over_forward"], 2), round(r["sfe_over_hand_paired"], 3),
@@ -338,8 +416,11 @@ def to_markdown(records: list[dict[str, Any]], config: ThroughputConfig, env: di
           for r in records]
   return "\n\n".join([
       "# Throughput benchmark: sfe_jax against hand-written JAX and the forward pass",
-      f"`sfe.value_and_grad` on `distrax.Normal(loc, scale)` with D = {config.dim} variables and "
-      "f(x) = sum((x - 0.5)^2). Median of at least "
+      "`sfe.value_and_grad` on `distrax.Normal(loc, scale)` with D variables and f(x) = sum((x - 0.5)^2) "
+      "(score_function, pathwise), and on D independent `distrax.Bernoulli` bits with f(b) = sum((b - 0.3)^2) "
+      f"(arm, disarm, gumbel_softmax at temperature {GUMBEL_TEMPERATURE:g}); D in {list(config.dims)}, N in "
+      f"{list(config.sample_sizes)} (pairs with D x N above {config.max_elements:.0e} skipped). Compile time is "
+      "in the CSV/JSON (sfe_compile_seconds), apart from the run times. Median of at least "
       f"{config.repeats} runs (more for fast calls, about {config.min_seconds:g} s of runs per function, at most "
       f"{config.max_repeats}) after {config.warmup} warm-up runs, all jitted, `block_until_ready`, runs of one N "
       "interleaved in a random order. Targets: sfe / hand within "
@@ -347,8 +428,11 @@ def to_markdown(records: list[dict[str, Any]], config: ThroughputConfig, env: di
       "over the Monte Carlo estimate itself). Flops and bytes are XLA's cost analysis of the compiled functions.",
       report.environment_markdown(env),
       report.markdown_table(columns, rows),
-      "hand-written: `jax.random.normal`, the Gaussian log-density formula, a stop-gradient surrogate and "
-      "`jax.value_and_grad`, no sfe_jax and no distrax. forward: jitted `mean(f(loc + scale * eps))`. "
+      "hand-written: `jax.random`, the log-density formula or the estimator's formula, a stop-gradient surrogate "
+      "and `jax.value_and_grad`, no sfe_jax and no distrax. forward: jitted `mean(f(x))` with x drawn by hand, "
+      "N evaluations of f. ARM/DisARM draw their uniforms on a symmetric bit grid in sfe_jax, so their numbers "
+      "differ from the hand-written ones (same distribution, different draws); the other estimators compute the "
+      "same numbers from the same key. "
       "(paired) columns: the median over rounds of the ratio of back-to-back runs, less sensitive than the ratio "
       "of medians to other processes competing for the machine (see the load average above; the CSV and JSON "
       "also have ratios of the fastest runs). A/A: a second compiled copy of the hand-written function against "
