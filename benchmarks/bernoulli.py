@@ -55,7 +55,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import zlib
 from typing import Any, Callable
 
 import distrax
@@ -283,7 +282,7 @@ def _compiled_batch(label: str, num_repeats: int, batch_size: int | None):
 
 
 def cell_key(config: BernoulliConfig, cell_id: str) -> jax.Array:
-  return jax.random.fold_in(jax.random.key(config.seed), zlib.crc32(cell_id.encode()) & 0x7FFFFFFF)
+  return report.cell_key(config.seed, cell_id)
 
 
 def variance_and_se(x: np.ndarray) -> tuple[float, float]:
@@ -447,16 +446,6 @@ def cells(config: BernoulliConfig) -> list[tuple[str, Callable[[], list[dict[str
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _num(value: Any) -> float | None:
-  """A float from a record field (JSON may hold "nan", "inf" as strings); None stays None."""
-  if value is None:
-    return None
-  if isinstance(value, bool):
-    return float(value)
-  try:
-    return float(value)
-  except (TypeError, ValueError):
-    return None
 
 
 def _truthy(value: Any) -> bool:
@@ -466,7 +455,7 @@ def _truthy(value: Any) -> bool:
 
 
 def _close(a: Any, b: float) -> bool:
-  a = _num(a)
+  a = report.number(a)
   return a is not None and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
 
 
@@ -476,9 +465,9 @@ def _index(records: list[dict[str, Any]]):
     if r.get("suite", SUITE) != SUITE:
       continue
     if r.get("kind") == "training":
-      training[(_num(r.get("p0")), r.get("estimator"))] = r
+      training[(report.number(r.get("p0")), r.get("estimator"))] = r
     elif r.get("kind", "variance") == "variance" and "variance" in r:
-      variance[(_num(r.get("p0")), _num(r.get("p")), r.get("estimator"))] = r
+      variance[(report.number(r.get("p0")), report.number(r.get("p")), r.get("estimator"))] = r
   return variance, training
 
 
@@ -493,7 +482,7 @@ def _lookup(table, p0, p=None, label=None):
 
 
 def _fmt(value: Any) -> str:
-  return report.format_number(_num(value) if not isinstance(value, str) or _num(value) is not None else value)
+  return report.format_number(report.number(value) if not isinstance(value, str) or report.number(value) is not None else value)
 
 
 def _flagged(r: dict[str, Any]) -> bool:
@@ -525,7 +514,7 @@ def to_markdown(records: list[dict[str, Any]], config: BernoulliConfig, env: dic
           row.append("not run")
           continue
         ref = r.get("exact_variance")
-        cell = _fmt(r.get("variance")) + (f" ({_fmt(ref)})" if _num(ref) is not None else " (—)")
+        cell = _fmt(r.get("variance")) + (f" ({_fmt(ref)})" if report.number(ref) is not None else " (—)")
         row.append(cell + (" **!**" if _flagged(r) else ""))
       rows.append(row)
     parts += [f"## Variance of one estimate, p0 = {p0}: measured (exact)",
@@ -542,9 +531,9 @@ def to_markdown(records: list[dict[str, Any]], config: BernoulliConfig, env: dic
         if r is None:
           rows.append([p0, p, g, "not run", "not run", "not run", "not run"])
           continue
-        bias = _num(r.get("bias"))
+        bias = report.number(r.get("bias"))
         rel = None if bias is None or g == 0 else bias / abs(g)
-        rows.append([p0, p, g, _num(r.get("expected_mean")), _num(r.get("mean")), bias, rel])
+        rows.append([p0, p, g, report.number(r.get("expected_mean")), report.number(r.get("mean")), bias, rel])
     parts += [f"## Gumbel-softmax (t = {GUMBEL_TEMPERATURE:g}) bias against the exact gradient",
               report.markdown_table(["p0", "p", "exact grad", "relaxed grad (quadrature)", "measured mean", "bias",
                                      "bias / abs(grad)"], rows)]
@@ -554,11 +543,11 @@ def to_markdown(records: list[dict[str, Any]], config: BernoulliConfig, env: dic
       row = [p]
       for e in labels:
         r = _lookup(variance, p0, p, e)
-        row.append("not run" if r is None else _num(r.get("work_normalised_variance")))
+        row.append("not run" if r is None else report.number(r.get("work_normalised_variance")))
       row_t = []
       for e in labels:
         r = _lookup(variance, p0, p, e)
-        spe = None if r is None else _num(r.get("seconds_per_estimate"))
+        spe = None if r is None else report.number(r.get("seconds_per_estimate"))
         row_t.append("not run" if r is None else (None if spe is None else spe * 1e9))
       rows.append(row + row_t)
     parts += [f"## Work-normalised variance (variance x seconds per estimate), p0 = {p0}",
@@ -573,9 +562,9 @@ def to_markdown(records: list[dict[str, Any]], config: BernoulliConfig, env: dic
   else:
     parts.append(report.markdown_table(
         ["p0", "p", "estimator", "mean", "expected mean", "mean z", "variance", "expected", "variance z"],
-        [[_num(r.get("p0")), _num(r.get("p")), r.get("estimator"), _num(r.get("mean")),
-          _num(r.get("expected_mean")), _num(r.get("mean_z")), _num(r.get("variance")),
-          _num(r.get("exact_variance")), _num(r.get("variance_z"))] for r in flagged]))
+        [[report.number(r.get("p0")), report.number(r.get("p")), r.get("estimator"), report.number(r.get("mean")),
+          report.number(r.get("expected_mean")), report.number(r.get("mean_z")), report.number(r.get("variance")),
+          report.number(r.get("exact_variance")), report.number(r.get("variance_z"))] for r in flagged]))
   rows = []
   for p0 in config.training_p0s:
     for e in (x for x in TRAINING_ESTIMATORS if x in config.training_estimators):
@@ -583,8 +572,8 @@ def to_markdown(records: list[dict[str, Any]], config: BernoulliConfig, env: dic
       if r is None:
         rows.append([p0, e] + ["not run"] * 6)
       else:
-        rows.append([p0, e, _num(r.get("steps")), _num(r.get("final_phi")), _num(r.get("final_p")),
-                     _num(r.get("final_loss")), _num(r.get("optimum_loss")), _num(r.get("mean_gradient_variance"))])
+        rows.append([p0, e, report.number(r.get("steps")), report.number(r.get("final_phi")), report.number(r.get("final_p")),
+                     report.number(r.get("final_loss")), report.number(r.get("optimum_loss")), report.number(r.get("mean_gradient_variance"))])
   parts += [f"## Training: phi from 0, Adam (lr {config.learning_rate:g}), one sample per step",
             report.markdown_table(["p0", "estimator", "steps", "final phi", "final p", "final loss E[f]",
                                    "optimum (inf, p -> 0)", "mean Var(g) over steps"], rows),
@@ -616,7 +605,7 @@ def plot(records: list[dict[str, Any]], config: BernoulliConfig, out_dir: str) -
   fine = np.linspace(0.005, 0.995, 397)
   for p0 in config.p0_values:
     fig, ax = plt.subplots(figsize=(7, 5))
-    measured = [_num(r.get("variance")) for (q0, _, _), r in variance.items() if _close(q0, p0)]
+    measured = [report.number(r.get("variance")) for (q0, _, _), r in variance.items() if _close(q0, p0)]
     measured = [v for v in measured if v is not None and v > 0]
     # Values at float32 rounding level (DisARM at p = 1/2, exactly 0 in exact arithmetic) are left below the axis.
     floor = 0.2 * min((v for v in measured if v > 1e-9 * max(measured)), default=0.0) if measured else 0.0
@@ -625,7 +614,7 @@ def plot(records: list[dict[str, Any]], config: BernoulliConfig, out_dir: str) -
         ys = np.array([exact_variance(e, p0, float(p)) for p in fine])
         ys = np.where(ys > 0, ys, np.nan)
         ax.plot(fine, ys, color=colours[e], lw=1, alpha=0.8)
-      pts = [(_num(r.get("p")), _num(r.get("variance")), _num(r.get("variance_se")))
+      pts = [(report.number(r.get("p")), report.number(r.get("variance")), report.number(r.get("variance_se")))
              for r in (_lookup(variance, p0, p, e) for p in config.p_values) if r is not None]
       pts = [(p, v, s or 0.0) for p, v, s in pts if p is not None and v is not None and v > 0]
       if pts:
@@ -656,7 +645,7 @@ def plot(records: list[dict[str, Any]], config: BernoulliConfig, out_dir: str) -
         r = _lookup(training, p0, label=e)
         if r is None or not r.get("curve"):
           continue
-        curve = [(_num(c[0]), _num(c[2])) for c in r["curve"]]
+        curve = [(report.number(c[0]), report.number(c[2])) for c in r["curve"]]
         curve = [(s, l) for s, l in curve if s is not None and l is not None]
         if curve:
           any_curve = True

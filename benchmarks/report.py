@@ -7,9 +7,25 @@ import json
 import math
 import os
 import platform
+import zlib
 from typing import Any, Sequence
 
 import jax
+
+
+def number(value: Any) -> float | None:
+  """A float from a record field read back from JSON ("nan" and "inf" are stored as strings); else ``None``."""
+  if value is None or isinstance(value, (list, dict)):
+    return None
+  try:
+    return float(value)
+  except (TypeError, ValueError):
+    return None
+
+
+def cell_key(seed: int, cell_id: str) -> jax.Array:
+  """The PRNG key of a cell: ``fold_in(key(seed), crc32(cell id))``, the same whatever other cells run."""
+  return jax.random.fold_in(jax.random.key(seed), zlib.crc32(cell_id.encode()) & 0x7FFFFFFF)
 
 
 def check_subset(requested: Sequence[str], available: Sequence[str], what: str) -> None:
