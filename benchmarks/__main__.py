@@ -1,8 +1,9 @@
-"""Command line: ``python -m benchmarks {variance,bernoulli,throughput,all} [--quick|--full] [--out DIR] [--device cpu|gpu]``."""
+"""Command line: ``python -m benchmarks {variance,bernoulli,logistic,vae,throughput,all} [--quick|--full] [--out DIR] [--device cpu|gpu]``."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -29,14 +30,22 @@ suites:
               for REINFORCE, REINFORCE leave-one-out, ARM, DisARM (closed forms beside the measured points),
               RELAX with a fixed control and Gumbel-softmax (with its bias), work-normalised variance, and
               the REBAR/RELAX training toy (p0 = 0.45 and 0.499, Adam 0.01 from phi = 0); PNG plots.
-  all         All three.
+  logistic    Bayesian logistic regression on scikit-learn's breast-cancer data (closed_forms.md Section 3):
+              ELBO and accuracy over training, and per-dimension gradient variance of mean and log_scale at
+              checkpoints, for pathwise, score function and measure-valued, each with and without the
+              delta-method control variate, and the score function with a moving-average baseline.
+  vae         Discrete VAE with Bernoulli latents, linear and nonlinear (closed_forms.md Section 4), trained
+              with REINFORCE leave-one-out, ARM, DisARM, RELAX and Gumbel-softmax at 2 evaluations of f per
+              example: training ELBO, 100-sample importance-weighted test bound and gradient variance along
+              training (--data for binarized MNIST; the quick preset uses fewer latents, see vae.md).
+  all         All five.
 """
 
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m benchmarks", description=DESCRIPTION,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("suite", choices=("variance", "bernoulli", "throughput", "all"), help="which benchmark to run")
+  parser.add_argument("suite", choices=("variance", "bernoulli", "logistic", "vae", "throughput", "all"), help="which benchmark to run")
   mode = parser.add_mutually_exclusive_group()
   mode.add_argument("--quick", dest="mode", action="store_const", const="quick",
                     help="the default: 2e4 repeats per variance cell, 30 timed runs per function "
@@ -46,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
                          "function; tighter intervals and more stable timings, several times slower")
   parser.add_argument("--out", default="bench-results", metavar="DIR",
                       help="folder for the results and reports (created if missing; default: %(default)s)")
+  parser.add_argument("--data", default=None, metavar="PATH",
+                      help="for the vae suite: a binarized MNIST .npz with train/valid/test arrays of 784 0/1 pixels "
+                           "(e.g. ../shared/data/binarized_mnist/binarized_mnist.npz); default: scikit-learn's "
+                           "8x8 digits, binarized, shipped with scikit-learn (no download)")
   parser.add_argument("--device", choices=("cpu", "gpu"), default=None,
                       help="run on the CPU or on the GPU (needs a CUDA build of jaxlib, e.g. "
                            "pip install 'jax[cuda12]'); default: JAX's default device")
@@ -54,16 +67,22 @@ def main(argv: list[str] | None = None) -> int:
   select_device(args.device)
 
   # Imported after parsing so that --help is instant.
-  from benchmarks import bernoulli, gaussian, throughput  # noqa: PLC0415
 
-  suites = ("variance", "bernoulli", "throughput") if args.suite == "all" else (args.suite,)
+  from benchmarks import bernoulli, gaussian, logistic, throughput, vae  # noqa: PLC0415
+
+  by_name = {"variance": gaussian, "bernoulli": bernoulli, "logistic": logistic, "vae": vae,
+            "throughput": throughput}
+  suites = tuple(by_name) if args.suite == "all" else (args.suite,)
   start = time.perf_counter()
   outside = 0
   for suite in suites:
     print(f"[{suite}] {mode} mode, writing into {os.path.abspath(args.out)}", flush=True)
     log = lambda line: print(line, flush=True)  # noqa: E731
-    module = {"variance": gaussian, "bernoulli": bernoulli, "throughput": throughput}[suite]
-    result = module.run(module.PRESETS[mode], args.out, log=log)
+    module = by_name[suite]
+    config = module.PRESETS[mode]
+    if suite == "vae" and args.data is not None:
+      config = dataclasses.replace(config, data_path=args.data)
+    result = module.run(config, args.out, log=log)
     outside += result["meta"].get("outside", 0)
     print(result["markdown"], flush=True)
     print(f"[{suite}] done in {result['meta']['seconds']:.1f} s: " + ", ".join(result["paths"].values()), flush=True)

@@ -43,10 +43,19 @@ from benchmarks import report
 from benchmarks import store
 
 sg = jax.lax.stop_gradient
-ESTIMATORS = ("score_function", "pathwise", "arm", "disarm", "gumbel_softmax")
+ESTIMATORS = ("score_function", "score_function_loo", "pathwise", "measure_valued", "iwae", "dreg", "vimco",
+              "arm", "disarm", "gumbel_softmax", "straight_through", "rebar", "relax")
+# Not timed: sfe.enumerate() is exact, not Monte Carlo (its cost is the support size), and sfe.unordered_set()
+# draws at most 16 distinct values from a support of at most 2**16, outside this sweep's sizes.
 # The problem each estimator is timed on: a diagonal Gaussian, or D independent Bernoulli bits.
-FAMILY = {"score_function": "normal", "pathwise": "normal", "arm": "bernoulli", "disarm": "bernoulli",
-          "gumbel_softmax": "bernoulli"}
+FAMILY = {"score_function": "normal", "score_function_loo": "normal", "pathwise": "normal",
+          "measure_valued": "normal", "iwae": "normal", "dreg": "normal", "vimco": "normal", "arm": "bernoulli",
+          "disarm": "bernoulli", "gumbel_softmax": "bernoulli", "straight_through": "bernoulli",
+          "rebar": "bernoulli", "relax": "bernoulli"}
+# Estimators with a hand-written JAX version in this file (the others are compared with the forward pass only).
+HAND_WRITTEN = ("score_function", "pathwise", "arm", "disarm", "gumbel_softmax", "straight_through")
+# Evaluations of f per sample (num_samples counts samples; measure-valued: 2 per parameter coordinate).
+EVALUATIONS_PER_SAMPLE = {"rebar": 3, "measure_valued": "4D"}
 GUMBEL_TEMPERATURE = 0.5
 OVERHEAD_TARGET = 1.05
 GRADIENT_TARGET = 2.0
@@ -59,7 +68,8 @@ class ThroughputConfig:
   Attributes:
     dims: the values of ``D``, the number of variables (Gaussian or Bernoulli).
     sample_sizes: the ``num_samples`` values.
-    max_elements: (D, N) pairs with ``D * N`` above this are skipped (memory).
+    max_elements: an estimator is skipped at a (D, N) pair where it would materialise more array elements
+      than this (``N * D``, times ``4 D`` for measure-valued; see :func:`elements`).
     repeats: timed runs of each function, at least (the median is reported).
     warmup: untimed runs after compilation.
     min_seconds: more timed runs for fast functions, so that each is timed for about this long in total
@@ -81,8 +91,8 @@ class ThroughputConfig:
 
 
 PRESETS = {
-    "quick": ThroughputConfig(dims=(100,), sample_sizes=(1_000, 10_000, 100_000), repeats=30, warmup=3,
-                              min_seconds=1.0),
+    "quick": ThroughputConfig(dims=(100,), sample_sizes=(1_000, 10_000, 100_000), repeats=20, warmup=3,
+                              min_seconds=0.5, max_elements=50_000_000),
     "full": ThroughputConfig(dims=(1, 10, 100, 1_000, 10_000), sample_sizes=(100, 1_000, 10_000, 100_000, 1_000_000),
                              repeats=200, warmup=10, min_seconds=5.0, max_elements=100_000_000),
 }
@@ -110,9 +120,18 @@ def initial_params(family: str, dim: int) -> dict[str, jax.Array]:
   return {"logits": jnp.linspace(-1.0, 1.0, dim, dtype=jnp.float32)}
 
 
+def _relax_control(cp, z):
+  return jnp.sum(jnp.tanh(cp["w"] * z + cp["b"]))
+
+
 def _build_estimator(name: str) -> sfe.Estimator:
-  builders = {"score_function": sfe.score_function, "pathwise": sfe.pathwise, "arm": sfe.arm,
-              "disarm": sfe.disarm, "gumbel_softmax": lambda: sfe.gumbel_softmax(GUMBEL_TEMPERATURE)}
+  builders = {"score_function": sfe.score_function,
+              "score_function_loo": lambda: sfe.score_function(sfe.baselines.leave_one_out()),
+              "pathwise": sfe.pathwise, "iwae": sfe.iwae, "dreg": sfe.dreg, "vimco": sfe.vimco,
+              "measure_valued": sfe.measure_valued, "arm": sfe.arm, "disarm": sfe.disarm,
+              "gumbel_softmax": lambda: sfe.gumbel_softmax(GUMBEL_TEMPERATURE),
+              "straight_through": sfe.straight_through, "rebar": sfe.rebar,
+              "relax": lambda: sfe.relax(_relax_control, {"w": jnp.float32(0.1), "b": jnp.float32(0.0)})}
   if name not in builders:
     raise ValueError(f"unknown estimator {name!r}; expected one of {ESTIMATORS}.")
   return builders[name]()
@@ -178,7 +197,15 @@ def hand_function(name: str, num_samples: int) -> Callable:
     z = logits + jax.random.logistic(key, (num_samples,) + logits.shape, logits.dtype)
     return jnp.mean(bits_cost(jax.nn.sigmoid(z / GUMBEL_TEMPERATURE)))
 
+  def straight_through_surrogate(params, key):
+    logits = params["logits"]
+    probs = jax.nn.sigmoid(logits)
+    u = jax.random.uniform(key, (num_samples,) + logits.shape, logits.dtype)
+    hard = (u < sg(probs)).astype(logits.dtype)
+    return jnp.mean(bits_cost(hard + (probs - sg(probs))))
+
   surrogate = {"score_function": score_function_surrogate, "pathwise": pathwise_surrogate,
+               "straight_through": straight_through_surrogate,
                "arm": functools.partial(antithetic_surrogate, disarm=False),
                "disarm": functools.partial(antithetic_surrogate, disarm=True),
                "gumbel_softmax": gumbel_surrogate}[name]
@@ -268,6 +295,12 @@ def time_interleaved(functions: dict[str, Callable], params: Any, key: jax.Array
   return results
 
 
+def elements(name: str, dim: int, n: int) -> int:
+  """Array elements one call materialises, roughly: ``N * D`` per evaluation of f per sample."""
+  per_sample = 4 * dim if name == "measure_valued" else 1
+  return n * dim * per_sample
+
+
 def measure_size(config: ThroughputConfig, dim: int, n: int) -> list[dict[str, Any]]:
   """Times every variant at ``D = dim``, ``num_samples = n``; one record per estimator.
 
@@ -276,7 +309,7 @@ def measure_size(config: ThroughputConfig, dim: int, n: int) -> list[dict[str, A
   """
   records = []
   for family in ("normal", "bernoulli"):
-    names = [e for e in config.estimators if FAMILY[e] == family]
+    names = [e for e in config.estimators if FAMILY[e] == family and elements(e, dim, n) <= config.max_elements]
     if names:
       records.extend(_measure_family(config, family, names, dim, n))
   return records
@@ -290,48 +323,62 @@ def _measure_family(config: ThroughputConfig, family: str, names: list[str], dim
   functions = {"forward": forward_function(n, family)}
   for name in names:
     functions[f"{name}/sfe"] = sfe_function(name, n)
-    functions[f"{name}/hand"] = hand_function(name, n)
-    functions[f"{name}/hand-copy"] = hand_function(name, n)
+    if name in HAND_WRITTEN:
+      functions[f"{name}/hand"] = hand_function(name, n)
+      functions[f"{name}/hand-copy"] = hand_function(name, n)
   timings = time_interleaved(functions, params, jax.random.fold_in(key, n), repeats=config.repeats,
                              warmup=config.warmup, min_seconds=config.min_seconds,
                              max_repeats=config.max_repeats)
-  forward = timings["forward"]["median_seconds"]
+  fwd = timings["forward"]
   for name in names:
-    ours, hand = timings[f"{name}/sfe"], timings[f"{name}/hand"]
-    v_sfe, g_sfe = ours["compiled"](params, key)
-    v_hand, g_hand = hand["compiled"](params, key)
-    max_diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in
-                   zip(jax.tree.leaves((v_sfe, g_sfe)), jax.tree.leaves((v_hand, g_hand))))
-    scale = max(float(jnp.max(jnp.abs(a))) for a in jax.tree.leaves((v_hand, g_hand)))
+    ours = timings[f"{name}/sfe"]
     record = {
         "estimator": name, "family": family, "num_samples": n, "dim": dim,
-        "sfe_seconds": ours["median_seconds"], "hand_seconds": hand["median_seconds"],
-        "forward_seconds": forward,
-        "sfe_over_hand": ours["median_seconds"] / hand["median_seconds"],
-        "sfe_over_forward": ours["median_seconds"] / forward,
-        "hand_over_forward": hand["median_seconds"] / forward,
+        "sfe_seconds": ours["median_seconds"], "forward_seconds": fwd["median_seconds"],
+        "sfe_over_forward": ours["median_seconds"] / fwd["median_seconds"],
         # Medians of the per-round ratios (the runs of one round are back to back) and ratios of the fastest
         # runs: both less sensitive than the ratio of medians to other processes competing for the machine.
-        "sfe_over_hand_paired": _paired_ratio(ours["times"], hand["times"]),
-        "sfe_over_forward_paired": _paired_ratio(ours["times"], timings["forward"]["times"]),
-        "sfe_over_hand_min": ours["min_seconds"] / hand["min_seconds"],
-        # The A/A control: two copies of the same program; how far this is from 1 is the measurement noise.
-        "hand_copy_over_hand_paired": _paired_ratio(timings[f"{name}/hand-copy"]["times"], hand["times"]),
-        "sfe_over_forward_min": ours["min_seconds"] / timings["forward"]["min_seconds"],
-        "sfe_min_seconds": ours["min_seconds"], "hand_min_seconds": hand["min_seconds"],
-        "forward_min_seconds": timings["forward"]["min_seconds"],
-        "sfe_compile_seconds": ours["compile_seconds"], "hand_compile_seconds": hand["compile_seconds"],
-        "sfe_flops": ours["flops"], "hand_flops": hand["flops"], "forward_flops": timings["forward"]["flops"],
-        "sfe_bytes": ours["bytes_accessed"], "hand_bytes": hand["bytes_accessed"],
-        "forward_bytes": timings["forward"]["bytes_accessed"],
-        "sfe_hlo_instructions": ours["hlo_instructions"], "hand_hlo_instructions": hand["hlo_instructions"],
-        "max_abs_diff_sfe_hand": max_diff, "relative_diff_sfe_hand": max_diff / max(scale, 1e-30),
-        "repeats": len(ours["times"]),
+        "sfe_over_forward_paired": _paired_ratio(ours["times"], fwd["times"]),
+        "sfe_over_forward_min": ours["min_seconds"] / fwd["min_seconds"],
+        "sfe_min_seconds": ours["min_seconds"], "forward_min_seconds": fwd["min_seconds"],
+        "sfe_compile_seconds": ours["compile_seconds"], "sfe_flops": ours["flops"],
+        "forward_flops": fwd["flops"], "sfe_bytes": ours["bytes_accessed"], "forward_bytes": fwd["bytes_accessed"],
+        "sfe_hlo_instructions": ours["hlo_instructions"], "repeats": len(ours["times"]),
         "estimates_per_second": 1.0 / ours["median_seconds"],
         "samples_per_second": n / ours["median_seconds"],
+        "evaluations_per_sample": EVALUATIONS_PER_SAMPLE.get(name, 1),
     }
+    record.update(_hand_fields(name, timings, ours, params, key))
     records.append(record)
   return records
+
+
+def _hand_fields(name: str, timings: dict[str, Any], ours: dict[str, Any], params: Any,
+                 key: jax.Array) -> dict[str, Any]:
+  """The comparison with the hand-written version; ``None`` fields for estimators that have none."""
+  fields = ("hand_seconds", "sfe_over_hand", "hand_over_forward", "sfe_over_hand_paired", "sfe_over_hand_min",
+            "hand_copy_over_hand_paired", "hand_min_seconds", "hand_compile_seconds", "hand_flops",
+            "hand_bytes", "hand_hlo_instructions", "max_abs_diff_sfe_hand", "relative_diff_sfe_hand")
+  if name not in HAND_WRITTEN:
+    return dict.fromkeys(fields)
+  hand, fwd = timings[f"{name}/hand"], timings["forward"]
+  v_sfe, g_sfe = ours["compiled"](params, key)
+  v_hand, g_hand = hand["compiled"](params, key)
+  max_diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in
+                 zip(jax.tree.leaves((v_sfe, g_sfe)), jax.tree.leaves((v_hand, g_hand))))
+  scale = max(float(jnp.max(jnp.abs(a))) for a in jax.tree.leaves((v_hand, g_hand)))
+  return {
+      "hand_seconds": hand["median_seconds"], "sfe_over_hand": ours["median_seconds"] / hand["median_seconds"],
+      "hand_over_forward": hand["median_seconds"] / fwd["median_seconds"],
+      "sfe_over_hand_paired": _paired_ratio(ours["times"], hand["times"]),
+      "sfe_over_hand_min": ours["min_seconds"] / hand["min_seconds"],
+      # The A/A control: two copies of the same program; how far this is from 1 is the measurement noise.
+      "hand_copy_over_hand_paired": _paired_ratio(timings[f"{name}/hand-copy"]["times"], hand["times"]),
+      "hand_min_seconds": hand["min_seconds"], "hand_compile_seconds": hand["compile_seconds"],
+      "hand_flops": hand["flops"], "hand_bytes": hand["bytes_accessed"],
+      "hand_hlo_instructions": hand["hlo_instructions"],
+      "max_abs_diff_sfe_hand": max_diff, "relative_diff_sfe_hand": max_diff / max(scale, 1e-30),
+  }
 
 
 def cells(config: ThroughputConfig) -> list[tuple[str, Callable[[], list[dict[str, Any]]]]]:
@@ -360,8 +407,9 @@ def plot(records: list[dict[str, Any]], config: ThroughputConfig, out_dir: str) 
       ns = [r["num_samples"] for r in rows]
       for j, (field, label) in enumerate((("sfe_seconds", "sfe_jax"), ("hand_seconds", "hand-written JAX"),
                                           ("forward_seconds", "forward estimate only"))):
-        ax.plot(ns, [float(r[field]) for r in rows], "o" + styles[i % len(styles)], color=f"C{j}",
-                label=f"{label}, D={dim}")
+        if all(r.get(field) is not None for r in rows):
+          ax.plot(ns, [float(r[field]) for r in rows], "o" + styles[i % len(styles)], color=f"C{j}",
+                  label=f"{label}, D={dim}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("num_samples")
@@ -393,8 +441,18 @@ def _paired_ratio(numerator: list[float], denominator: list[float]) -> float:
   return float(statistics.median(a / b for a, b in zip(numerator, denominator)))
 
 
-def _verdict(value: float, target: float) -> str:
+def _verdict(value: float | None, target: float) -> str:
+  if value is None:
+    return "—"
   return "ok" if value <= target else "**over**"
+
+
+def _ms(seconds: float | None) -> float | None:
+  return None if seconds is None else seconds * 1e3
+
+
+def _round(value: float | None, digits: int) -> float | None:
+  return None if value is None else round(value, digits)
 
 
 def to_markdown(records: list[dict[str, Any]], config: ThroughputConfig, env: dict[str, Any]) -> str:
@@ -406,20 +464,23 @@ def to_markdown(records: list[dict[str, Any]], config: ThroughputConfig, env: di
   def ratio(a, b):
     return None if a is None or b in (None, 0) else a / b
 
-  rows = [[r["estimator"], r["dim"], r["num_samples"], r["repeats"], r["sfe_seconds"] * 1e3, r["hand_seconds"] * 1e3,
-           r["forward_seconds"] * 1e3, round(r["sfe_over_hand"], 3), _verdict(r["sfe_over_hand"], OVERHEAD_TARGET),
-           round(r["sfe_over_forward"], 2), _verdict(r["sfe_over_forward"], GRADIENT_TARGET),
-           round(r["hand_over_forward"], 2), round(r["sfe_over_hand_paired"], 3),
-           round(r["hand_copy_over_hand_paired"], 3), round(r["sfe_over_forward_paired"], 2),
+  rows = [[r["estimator"], r["dim"], r["num_samples"], r["repeats"], r["sfe_seconds"] * 1e3, _ms(r["hand_seconds"]),
+           r["forward_seconds"] * 1e3, _round(r["sfe_over_hand"], 3), _verdict(r["sfe_over_hand"], OVERHEAD_TARGET),
+           _round(r["sfe_over_forward"], 2), _verdict(r["sfe_over_forward"], GRADIENT_TARGET),
+           _round(r["hand_over_forward"], 2), _round(r["sfe_over_hand_paired"], 3),
+           _round(r["hand_copy_over_hand_paired"], 3), _round(r["sfe_over_forward_paired"], 2),
            ratio(r["sfe_flops"], r["hand_flops"]), ratio(r["sfe_bytes"], r["hand_bytes"]),
-           f"{r['sfe_hlo_instructions']} / {r['hand_hlo_instructions']}", r["relative_diff_sfe_hand"]]
+           f"{r['sfe_hlo_instructions']} / {r['hand_hlo_instructions'] or '—'}", r["relative_diff_sfe_hand"]]
           for r in records]
   return "\n\n".join([
       "# Throughput benchmark: sfe_jax against hand-written JAX and the forward pass",
       "`sfe.value_and_grad` on `distrax.Normal(loc, scale)` with D variables and f(x) = sum((x - 0.5)^2) "
-      "(score_function, pathwise), and on D independent `distrax.Bernoulli` bits with f(b) = sum((b - 0.3)^2) "
-      f"(arm, disarm, gumbel_softmax at temperature {GUMBEL_TEMPERATURE:g}); D in {list(config.dims)}, N in "
-      f"{list(config.sample_sizes)} (pairs with D x N above {config.max_elements:.0e} skipped). Compile time is "
+      "(score_function, score_function_loo with the leave-one-out baseline, pathwise, measure_valued; iwae, dreg "
+      "and vimco take the same f as their log-joint, with K = N), and on D independent `distrax.Bernoulli` bits with f(b) = sum((b - 0.3)^2) "
+      f"(arm, disarm, gumbel_softmax at temperature {GUMBEL_TEMPERATURE:g}, straight_through, rebar, relax with a "
+      "one-unit tanh control); measure_valued costs 4D evaluations of f per sample and rebar 3, so their "
+      "sfe / forward ratios include that cost; D in {list(config.dims)}, N in "
+      f"{list(config.sample_sizes)} (an estimator is skipped where it would materialise more than {config.max_elements:.0e} elements: N x D, x 4D for measure-valued). Compile time is "
       "in the CSV/JSON (sfe_compile_seconds), apart from the run times. Median of at least "
       f"{config.repeats} runs (more for fast calls, about {config.min_seconds:g} s of runs per function, at most "
       f"{config.max_repeats}) after {config.warmup} warm-up runs, all jitted, `block_until_ready`, runs of one N "
@@ -432,7 +493,8 @@ def to_markdown(records: list[dict[str, Any]], config: ThroughputConfig, env: di
       "and `jax.value_and_grad`, no sfe_jax and no distrax. forward: jitted `mean(f(x))` with x drawn by hand, "
       "N evaluations of f. ARM/DisARM draw their uniforms on a symmetric bit grid in sfe_jax, so their numbers "
       "differ from the hand-written ones (same distribution, different draws); the other estimators compute the "
-      "same numbers from the same key. "
+      "same numbers from the same key. measure_valued, rebar and relax have no hand-written version here (—): "
+      "they are compared with the forward pass only. "
       "(paired) columns: the median over rounds of the ratio of back-to-back runs, less sensitive than the ratio "
       "of medians to other processes competing for the machine (see the load average above; the CSV and JSON "
       "also have ratios of the fastest runs). A/A: a second compiled copy of the hand-written function against "
