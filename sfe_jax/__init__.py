@@ -9,6 +9,8 @@ Estimate ``grad_params E_{x ~ dist_builder(params)}[f(x)]`` with one interface o
 from sfe_jax import baselines as baselines
 from sfe_jax import control_variates as control_variates
 from sfe_jax import diagnostics as diagnostics
+from sfe_jax import dice as dice
+from sfe_jax import rl as rl
 from sfe_jax._src.antithetic import arm as arm
 from sfe_jax._src.antithetic import disarm as disarm
 from sfe_jax._src.base import EmptyState as EmptyState
@@ -38,6 +40,7 @@ __all__ = (
     "baselines",
     "control_variates",
     "diagnostics",
+    "dice",
     "disarm",
     "dreg",
     "EmptyState",
@@ -51,6 +54,7 @@ __all__ = (
     "pathwise",
     "rebar",
     "register_reparameterizable",
+    "rl",
     "relax",
     "score_function",
     "straight_through",

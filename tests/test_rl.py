@@ -1,0 +1,309 @@
+"""sfe_jax.rl on a small MDP whose exact value and policy gradient come from dynamic programming.
+
+The MDP: states 0 and 1, an absorbing terminal state 2 (zero reward, masked), 2 actions, horizon T = 4, a
+tabular softmax policy. J(theta) = sum_s rho0(s) V_0(s) with the finite-horizon recursion
+V_t(s) = sum_a w(a|s) [r(s, a) + gamma sum_s' P(s'|s, a) V_{t+1}(s')]; with w = pi_theta it is the exact
+expected discounted return, and jax.grad of it the exact policy gradient. The same recursion with an
+unnormalised w = min(rho_bar mu, pi) is the exact mean of the truncated importance-sampling estimator.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from helpers import assert_mean, mean_and_se
+import sfe_jax.rl as rl
+
+T = 4
+GAMMA = 0.9
+RHO0 = jnp.array([0.6, 0.4, 0.0])
+REWARD = jnp.array([[1.0, -0.5], [0.2, 2.0], [0.0, 0.0]])
+P_TERM = jnp.array([[[0.7, 0.2, 0.1], [0.1, 0.6, 0.3]],
+                    [[0.5, 0.3, 0.2], [0.2, 0.5, 0.3]],
+                    [[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]]])
+# The same MDP without termination (every trajectory has length T): for the batch-mean baseline's exact bias.
+P_FIXED = jnp.concatenate([P_TERM[:2, :, :2] / P_TERM[:2, :, :2].sum(-1, keepdims=True),
+                           jnp.zeros((2, 2, 1))], axis=-1)
+P_FIXED = jnp.concatenate([P_FIXED, P_TERM[2:]], axis=0)
+THETA = jnp.array([[0.3, -0.4], [-0.2, 0.5], [0.0, 0.0]])
+THETA_MU = jnp.array([[-0.3, 0.2], [0.4, -0.1], [0.0, 0.0]])
+NUM_REPEATS = 400
+
+
+def dp_values(w, transitions=P_TERM, gamma=GAMMA):
+  """[T, S] values V_t(s) of the (possibly unnormalised) action weights w [S, A]; differentiable in w."""
+  values = [jnp.zeros(3)]
+  for _ in range(T):
+    q = REWARD + gamma * transitions @ values[0]
+    values.insert(0, jnp.sum(w * q, axis=1))
+  return jnp.stack(values[:T])
+
+
+def exact_value(theta, transitions=P_TERM):
+  return RHO0 @ dp_values(jax.nn.softmax(theta), transitions)[0]
+
+
+def sample(key, theta, batch, transitions=P_TERM):
+  """B trajectories under softmax(theta): states, actions, rewards, mask, each [B, T]."""
+  def one(k):
+    k0, k = jax.random.split(k)
+    s0 = jax.random.categorical(k0, jnp.log(RHO0))
+
+    def step(s, kt):
+      ka, ks = jax.random.split(kt)
+      a = jax.random.categorical(ka, theta[s])
+      s_next = jax.random.categorical(ks, jnp.log(transitions[s, a]))
+      return s_next, (s, a, REWARD[s, a], (s != 2).astype(jnp.float32))
+
+    _, out = jax.lax.scan(step, s0, jax.random.split(k, T))
+    return out
+
+  return jax.vmap(one)(jax.random.split(key, batch))
+
+
+def log_probs(theta, states, actions):
+  return jax.nn.log_softmax(theta)[states, actions]
+
+
+@functools.lru_cache(maxsize=None)
+def _batches(seed, batch, theta_name, transitions_name, num_repeats):
+  theta, transitions = {"pi": THETA, "mu": THETA_MU}[theta_name], {"term": P_TERM, "fixed": P_FIXED}[transitions_name]
+  keys = jax.random.split(jax.random.key(seed), num_repeats)
+  return jax.jit(jax.vmap(lambda k: sample(k, theta, batch, transitions)))(keys)
+
+
+def repeated(fn, seed, batch, theta_sample="pi", transitions="term", num_repeats=NUM_REPEATS):
+  """fn(batch tuple) -> pytree over independent batches (sampled once per configuration), jitted and vmapped."""
+  return jax.jit(jax.vmap(fn))(_batches(seed, batch, theta_sample, transitions, num_repeats))
+
+
+def flat_var(grads):
+  return float(np.var(np.asarray(grads).reshape(grads.shape[0], -1), axis=0, ddof=1).sum())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Deterministic formulas.
+# ----------------------------------------------------------------------------------------------------------
+
+
+def random_batch(seed, b=5, t=6):
+  rng = np.random.default_rng(seed)
+  rewards = rng.normal(size=(b, t)).astype(np.float32)
+  values = rng.normal(size=(b, t)).astype(np.float32)
+  lengths = rng.integers(1, t + 1, size=b)
+  lengths[0] = t
+  mask = (np.arange(t)[None] < lengths[:, None]).astype(np.float32)
+  return rewards, values, mask, lengths
+
+
+def test_discounted_returns_direct_formula():
+  rewards, _, mask, lengths = random_batch(0)
+  rewards_padded = np.where(mask > 0, rewards, 99.0)  # Padding must be ignored.
+  got = np.asarray(jax.jit(rl.discounted_returns)(rewards_padded, mask, 0.8))
+  want = np.zeros_like(rewards)
+  for b, length in enumerate(lengths):
+    for t in range(length):
+      want[b, t] = sum(0.8 ** (k - t) * rewards[b, k] for k in range(t, length))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.7, 1.0])
+def test_gae_direct_formula(lam):
+  rewards, values, mask, lengths = random_batch(1)
+  bootstrap = np.array([0.5, 1.0, -1.0, 2.0, 0.3], np.float32)
+  gamma = 0.9
+  got = np.asarray(jax.jit(rl.gae)(rewards, values, mask, gamma, lam, bootstrap))
+  want = np.zeros_like(rewards)
+  t_max = rewards.shape[1]
+  for b, length in enumerate(lengths):
+    next_values = [values[b, t + 1] if t + 1 < length else (bootstrap[b] if length == t_max else 0.0)
+                   for t in range(length)]
+    deltas = [rewards[b, t] + gamma * next_values[t] - values[b, t] for t in range(length)]
+    for t in range(length):
+      want[b, t] = sum((gamma * lam) ** (l - t) * deltas[l] for l in range(t, length))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  if lam == 1.0:  # GAE(1) with a terminal end is the return minus the baseline.
+    got0 = rl.gae(rewards, values, mask, gamma, 1.0)
+    np.testing.assert_allclose(got0, (rl.discounted_returns(rewards, mask, gamma) - values) * mask, atol=1e-5)
+
+
+def test_ppo_loss_hand_values():
+  lp = jnp.log(jnp.array([[1.5, 0.5, 1.1, 3.0]]))
+  adv = jnp.array([[1.0, -1.0, 2.0, -5.0]])
+  mask = jnp.array([[1.0, 1.0, 1.0, 0.0]])  # The last step is padding.
+  # min(1.5, 1.2) = 1.2; min(-0.5, -0.8) = -0.8; min(2.2, 2.2) = 2.2; mean over 3 valid steps = 2.6 / 3.
+  np.testing.assert_allclose(rl.ppo_loss(lp, jnp.zeros_like(lp), adv, mask, 0.2), -2.6 / 3, rtol=1e-6)
+  # Gradient: only unclipped terms pass one: d/dlp of ratio * A = ratio * A -> step 3 only: -2.2 / 3.
+  g = jax.grad(lambda l: rl.ppo_loss(l, jnp.zeros_like(lp), adv, mask, 0.2))(lp)
+  np.testing.assert_allclose(g, [[0.0, 0.0, -2.2 / 3, 0.0]], rtol=1e-6, atol=1e-7)
+  # At the data's policy the gradient is the (undiscounted) policy gradient -mean(A grad log pi).
+  g0 = jax.grad(lambda l: rl.ppo_loss(l, jax.lax.stop_gradient(l), adv, mask, 0.2))(lp)
+  np.testing.assert_allclose(g0, -adv * mask / 3, rtol=1e-6)
+
+
+def test_ppo_value_loss_hand_values():
+  v, old, ret = jnp.array([[1.0, 0.1]]), jnp.array([[0.0, 0.0]]), jnp.array([[2.0, -1.0]])
+  mask = jnp.ones((1, 2))
+  # step 1: max((1-2)^2, (0.5-2)^2) = 2.25; step 2: max(1.1^2, 1.1^2) = 1.21; 0.5 * mean = 0.865.
+  np.testing.assert_allclose(rl.ppo_value_loss(v, old, ret, mask, 0.5), 0.865, rtol=1e-6)
+  np.testing.assert_allclose(rl.ppo_value_loss(v, old, ret, mask, None), 0.5 * (1.0 + 1.21) / 2, rtol=1e-6)
+  g = jax.grad(lambda x: rl.ppo_value_loss(x, old, ret, mask, 0.5))(v)
+  np.testing.assert_allclose(g, [[0.0, 0.5 * 2 * 1.1 / 2]], rtol=1e-6)  # The clipped step passes none.
+
+
+def test_importance_weights_and_small_estimators():
+  lp_pi = jnp.log(jnp.array([[0.5, 0.4, 0.9]]))
+  lp_mu = jnp.log(jnp.array([[0.25, 0.8, 0.3]]))
+  mask = jnp.array([[1.0, 1.0, 0.0]])
+  r = jnp.array([[1.0, 2.0, 7.0]])
+  np.testing.assert_allclose(rl.importance_weights(lp_pi, lp_mu, mask), [[2.0, 0.5, 1.0]], rtol=1e-6)
+  value = lambda est, **kw: float(rl.off_policy_value(lp_pi, lp_mu, r, mask, 0.5, est, **kw))
+  np.testing.assert_allclose(value("ordinary"), 1.0 * (1.0 + 0.5 * 2.0), rtol=1e-6)
+  np.testing.assert_allclose(value("per_decision"), 2.0 * 1.0 + 0.5 * 1.0 * 2.0, rtol=1e-6)
+  np.testing.assert_allclose(value("truncated", clip_rho=1.0), 1.0 + 0.5 * 0.5 * 2.0, rtol=1e-6)
+  np.testing.assert_allclose(value("weighted"), 2.0, rtol=1e-6)  # One trajectory: its own return.
+
+
+def test_errors():
+  x = jnp.zeros((2, 3))
+  with pytest.raises(ValueError, match="`rewards` of reinforce_loss must have the shape"):
+    rl.reinforce_loss(x, jnp.zeros((2, 4)), x, 0.9)
+  with pytest.raises(ValueError, match=r"\[B, T\]"):
+    rl.discounted_returns(jnp.zeros(3), jnp.ones(3), 0.9)
+  with pytest.raises(ValueError, match="`baseline`"):
+    rl.reinforce_loss(x, x, x, 0.9, baseline="median")
+  with pytest.raises(ValueError, match="`gamma` of gae must lie in"):
+    rl.gae(x, x, x, 1.5, 0.9)
+  with pytest.raises(ValueError, match="`estimator`"):
+    rl.off_policy_value(x, x, x, x, 0.9, "doubly_robust")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Unbiasedness on the MDP.
+# ----------------------------------------------------------------------------------------------------------
+
+
+def true_values(states, transitions=P_TERM):
+  return dp_values(jax.nn.softmax(THETA), transitions)[jnp.arange(T)[None, :], states]
+
+
+def reinforce_grad(baseline, reward_to_go, transitions=P_TERM):
+  def fn(batch):
+    states, actions, rewards, mask = batch
+    b = true_values(states, transitions) if baseline == "true_value" else baseline
+    loss = lambda th: rl.reinforce_loss(log_probs(th, states, actions), rewards, mask, GAMMA, b, reward_to_go)
+    return -jax.grad(loss)(THETA)
+  return fn
+
+
+def test_exact_gradient_sanity():
+  # The DP value matches a plain Monte Carlo average of returns (the sampler and the recursion agree).
+  _, _, rewards, mask = sample(jax.random.key(1), THETA, 20000)
+  returns = rl.discounted_returns(rewards, mask, GAMMA)[:, 0]
+  assert_mean(returns, exact_value(THETA), what="J")
+  assert float(jnp.mean(mask[:, -1])) < 0.8  # Trajectories really have variable lengths.
+
+
+@pytest.mark.parametrize("reward_to_go", [True, False])
+@pytest.mark.parametrize("baseline", [None, "leave_one_out", "true_value"])
+def test_reinforce_unbiased(baseline, reward_to_go):
+  exact = jax.grad(exact_value)(THETA)
+  grads = repeated(reinforce_grad(baseline, reward_to_go), 0, 32)
+  assert_mean(grads.reshape(NUM_REPEATS, -1), exact.reshape(-1), what=f"grad {baseline} rtg={reward_to_go}")
+
+
+def test_reinforce_mean_baseline_bias_is_exactly_one_minus_one_over_b():
+  batch = 4
+  exact = jax.grad(lambda th: exact_value(th, P_FIXED))(THETA)
+  grads = repeated(reinforce_grad("mean", True, P_FIXED), 2, batch, transitions="fixed",
+                   num_repeats=2000)
+  assert_mean(grads.reshape(2000, -1), (1 - 1 / batch) * exact.reshape(-1), what="mean-baseline grad")
+  # ... and exactly (B - 1) / B times the leave-one-out estimate, batch by batch.
+  loo = repeated(reinforce_grad("leave_one_out", True, P_FIXED), 2, batch,
+                 transitions="fixed", num_repeats=2000)
+  np.testing.assert_allclose(grads, (1 - 1 / batch) * loo, rtol=1e-4, atol=1e-5)
+
+
+def test_reward_to_go_and_baselines_reduce_variance():
+  # The batches of test_reinforce_unbiased (seed 0), so the comparison is on common samples.
+  var = {name: flat_var(repeated(reinforce_grad(b, rtg), 0, 32))
+         for name, b, rtg in [("full", None, False), ("rtg", None, True), ("loo", "leave_one_out", True),
+                              ("value", "true_value", True)]}
+  assert var["rtg"] < var["full"] and var["loo"] < var["rtg"] and var["value"] < var["rtg"], var
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.5, 1.0])
+def test_actor_critic_with_true_values_unbiased(lam):
+  exact = jax.grad(exact_value)(THETA)
+
+  def fn(batch):
+    states, actions, rewards, mask = batch
+    values = true_values(states)
+    loss = lambda th: rl.actor_critic_loss(log_probs(th, states, actions), values, rewards, mask, GAMMA, lam,
+                                           value_coef=0.5)[0]
+    return -jax.grad(loss)(THETA)
+
+  grads = repeated(fn, 4, 32)
+  assert_mean(grads.reshape(NUM_REPEATS, -1), exact.reshape(-1), what=f"actor-critic lam={lam}")
+
+
+def test_actor_critic_terms_and_critic_gradient():
+  states, actions, rewards, mask = sample(jax.random.key(5), THETA, 8)
+  values = jnp.full(rewards.shape, 0.3)
+  ent = jnp.ones_like(rewards)
+  loss, terms = rl.actor_critic_loss(log_probs(THETA, states, actions), values, rewards, mask, GAMMA, 0.9,
+                                     ent, value_coef=0.5, entropy_coef=0.01)
+  np.testing.assert_allclose(loss, terms.policy_loss + 0.5 * terms.value_loss - 0.01 * terms.entropy, rtol=1e-6)
+  np.testing.assert_allclose(terms.entropy, jnp.sum(mask) / 8, rtol=1e-6)
+  # The critic's gradient is -value_coef A_t m / B: regression towards the lambda-return A + V.
+  g = jax.grad(lambda v: rl.actor_critic_loss(jnp.zeros_like(v), v, rewards, mask, GAMMA, 0.9)[0])(values)
+  np.testing.assert_allclose(g, -0.5 * terms.advantages * mask / 8, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Off-policy estimators: data from mu = softmax(THETA_MU), target pi = softmax(THETA).
+# ----------------------------------------------------------------------------------------------------------
+
+
+def off_policy_fn(estimator, clip_rho=1.0):
+  def fn(batch):
+    states, actions, rewards, mask = batch
+    lp_mu = log_probs(THETA_MU, states, actions)
+    value = lambda th: rl.off_policy_value(log_probs(th, states, actions), lp_mu, rewards, mask, GAMMA,
+                                           estimator, clip_rho)
+    return jax.value_and_grad(value)(THETA)
+  return fn
+
+
+@pytest.mark.parametrize("estimator", ["ordinary", "per_decision"])
+def test_off_policy_unbiased(estimator):
+  values, grads = repeated(off_policy_fn(estimator), 6, 64, theta_sample="mu")
+  assert_mean(values, exact_value(THETA), what=f"{estimator} value")
+  assert_mean(grads.reshape(NUM_REPEATS, -1), jax.grad(exact_value)(THETA).reshape(-1), what=f"{estimator} grad")
+
+
+def test_truncated_mean_is_value_of_min_rho_bar_mu_pi():
+  rho_bar = 1.0
+  truncated = lambda th: RHO0 @ dp_values(jnp.minimum(rho_bar * jax.nn.softmax(THETA_MU), jax.nn.softmax(th)))[0]
+  values, grads = repeated(off_policy_fn("truncated", rho_bar), 7, 64, theta_sample="mu")
+  assert_mean(values, truncated(THETA), what="truncated value")
+  assert_mean(grads.reshape(NUM_REPEATS, -1), jax.grad(truncated)(THETA).reshape(-1), what="truncated grad")
+  assert abs(float(truncated(THETA)) - float(exact_value(THETA))) > 10 * float(mean_and_se(values)[1])  # Biased.
+  # A truncation level above every ratio changes nothing.
+  batch = sample(jax.random.key(8), THETA_MU, 64)
+  np.testing.assert_allclose(off_policy_fn("truncated", 1e6)(batch)[1], off_policy_fn("per_decision")(batch)[1],
+                             rtol=1e-6)
+
+
+def test_weighted_is_biased_but_consistent():
+  exact_pi, exact_mu = float(exact_value(THETA)), float(exact_value(THETA_MU))
+  # B = 1: the weights cancel and the estimate is the logged return, whose mean is mu's value.
+  small = repeated(off_policy_fn("weighted"), 9, 1, theta_sample="mu", num_repeats=20000)[0]
+  assert_mean(small, exact_mu, what="weighted IS, B=1")
+  # Large B: the O(1/B) bias is gone to within the standard error and a 5% of the B=1 bias.
+  large = repeated(off_policy_fn("weighted"), 10, 1024, theta_sample="mu", num_repeats=200)[0]
+  mean, se = mean_and_se(large)
+  assert abs(mean - exact_pi) < 5 * se + 0.05 * abs(exact_mu - exact_pi), (mean, se, exact_pi, exact_mu)
