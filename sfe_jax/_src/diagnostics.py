@@ -38,7 +38,9 @@ class GradientMoments(NamedTuple):
       are zero, ``inf`` where only the variance is zero. Never NaN.
     std_error: the standard error of ``mean``, :math:`\sqrt{\mathrm{variance} / R}`.
     variance_std_error: the standard error of ``variance``, from the fourth central moment :math:`m_4`,
-      :math:`\sqrt{(m_4 - \mathrm{variance}^2 (R-3)/(R-1)) / R}`. Unlike the chi-square formula it stays
+      :math:`\mathrm{variance} \sqrt{(\kappa - 1)/R + 2/(R(R-1))}` with the kurtosis
+      :math:`\kappa = m_4 / m_2^2` (the same quantity as :math:`\sqrt{(m_4 - \mathrm{variance}^2 (R-3)/(R-1)) / R}`,
+      written so that it does not cancel for two-point estimates). Unlike the chi-square formula it stays
       valid for the heavy-tailed distributions that gradient estimates usually have.
     value_mean: the average of the ``R`` Monte Carlo estimates of ``E[f]`` (a scalar).
     num_repeats: ``R``.
@@ -173,8 +175,12 @@ def moments_from_estimates(values: Array, grads: Params, *, num_samples: int) ->
     mean = jnp.mean(g, axis=0)
     centred = g - mean
     variance = jnp.sum(jnp.square(centred), axis=0) / (r - 1)
+    # Var(s^2) = sigma^4 ((kurtosis - 1) / R + 2 / (R (R - 1))), the kurtosis taken as the ratio m4 / m2^2:
+    # the equivalent difference m4 - s^4 (R - 3) / (R - 1) cancels for two-point estimates (kurtosis ~ 1).
+    m2 = jnp.mean(jnp.square(centred), axis=0)
     m4 = jnp.mean(jnp.square(jnp.square(centred)), axis=0)
-    variance_se = jnp.sqrt(jnp.maximum(m4 - jnp.square(variance) * (r - 3) / (r - 1), 0.0) / r)
+    kurtosis = m4 / jnp.where(m2 > 0, jnp.square(m2), 1.0)
+    variance_se = variance * jnp.sqrt(jnp.maximum(kurtosis - 1, 0.0) / r + 2 / (r * (r - 1)))
     snr = _safe_ratio(jnp.abs(mean), jnp.sqrt(variance))
     return mean, variance, snr, jnp.sqrt(variance / r), variance_se
 
