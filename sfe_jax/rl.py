@@ -1,5 +1,14 @@
-"""Policy-gradient estimators on batched trajectories: REINFORCE, GAE, actor-critic, PPO, off-policy IS."""
+"""Policy gradients: REINFORCE, GAE, actor-critic, PPO and off-policy IS on batched trajectories; distrax
+policy helpers (tanh-squashed Normal, per-step log-probabilities); model-based pathwise and score-function
+gradients through a known model."""
 
+from sfe_jax._src.model_based import ModelRollout as ModelRollout
+from sfe_jax._src.model_based import model_based_objective as model_based_objective
+from sfe_jax._src.model_based import model_rollout as model_rollout
+from sfe_jax._src.policies import TanhNormal as TanhNormal
+from sfe_jax._src.policies import action_entropies as action_entropies
+from sfe_jax._src.policies import action_log_probs as action_log_probs
+from sfe_jax._src.policies import sample_actions as sample_actions
 from sfe_jax._src.rl import ActorCriticTerms as ActorCriticTerms
 from sfe_jax._src.rl import actor_critic_loss as actor_critic_loss
 from sfe_jax._src.rl import discounted_returns as discounted_returns
@@ -12,12 +21,19 @@ from sfe_jax._src.rl import reinforce_loss as reinforce_loss
 
 __all__ = (
     "ActorCriticTerms",
+    "ModelRollout",
+    "TanhNormal",
+    "action_entropies",
+    "action_log_probs",
     "actor_critic_loss",
     "discounted_returns",
     "gae",
     "importance_weights",
+    "model_based_objective",
+    "model_rollout",
     "off_policy_value",
     "ppo_loss",
     "ppo_value_loss",
     "reinforce_loss",
+    "sample_actions",
 )

@@ -51,7 +51,7 @@ def _check_bt(name: str, x: Any, shape: Optional[tuple] = None, fn: str = "") ->
   return x
 
 
-def _check_unit(name: str, value: Any, fn: str) -> Array:
+def check_unit(name: str, value: Any, fn: str) -> Array:
   if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
     if not 0.0 <= float(value) <= 1.0:
       raise ValueError(f"`{name}` of {fn} must lie in [0, 1]; got {value}.")
@@ -92,7 +92,7 @@ def discounted_returns(rewards: Array, mask: Array, gamma: Union[float, Array]) 
   """
   rewards = _check_bt("rewards", rewards, fn="discounted_returns")
   mask = _check_bt("mask", mask, rewards.shape, "discounted_returns")
-  gamma = _check_unit("gamma", gamma, "discounted_returns")
+  gamma = check_unit("gamma", gamma, "discounted_returns")
   dtype = jnp.result_type(rewards.dtype, float)
   r = rewards.astype(dtype) * _float_mask(mask, dtype)
   m = _float_mask(mask, dtype)
@@ -149,8 +149,8 @@ def gae(
   rewards = _check_bt("rewards", rewards, fn="gae")
   values = _check_bt("values", values, rewards.shape, "gae")
   mask = _check_bt("mask", mask, rewards.shape, "gae")
-  gamma = _check_unit("gamma", gamma, "gae")
-  lam = _check_unit("lam", lam, "gae")
+  gamma = check_unit("gamma", gamma, "gae")
+  lam = check_unit("lam", lam, "gae")
   b, t = rewards.shape
   dtype = jnp.result_type(rewards.dtype, values.dtype, float)
   if bootstrap_value is None:
@@ -246,7 +246,7 @@ def reinforce_loss(
   log_probs = _check_bt("log_probs", log_probs, fn=fn)
   rewards = _check_bt("rewards", rewards, log_probs.shape, fn)
   mask = _check_bt("mask", mask, log_probs.shape, fn)
-  gamma = _check_unit("gamma", gamma, fn)
+  gamma = check_unit("gamma", gamma, fn)
   b, t = log_probs.shape
   dtype = jnp.result_type(log_probs.dtype, rewards.dtype, float)
   m = _float_mask(mask, dtype)
@@ -338,7 +338,7 @@ def actor_critic_loss(
   values = _check_bt("values", values, log_probs.shape, fn)
   rewards = _check_bt("rewards", rewards, log_probs.shape, fn)
   mask = _check_bt("mask", mask, log_probs.shape, fn)
-  gamma = _check_unit("gamma", gamma, fn)
+  gamma = check_unit("gamma", gamma, fn)
   b, t = log_probs.shape
   dtype = jnp.result_type(log_probs.dtype, values.dtype, rewards.dtype, float)
   m = _float_mask(mask, dtype)
@@ -550,7 +550,7 @@ def off_policy_value(
     raise ValueError(f"`estimator` of {fn} must be one of {OFF_POLICY_ESTIMATORS}; got {estimator!r}.")
   rho = importance_weights(target_log_probs, behaviour_log_probs, mask)
   rewards = _check_bt("rewards", rewards, rho.shape, fn)
-  gamma = _check_unit("gamma", gamma, fn)
+  gamma = check_unit("gamma", gamma, fn)
   b, t = rho.shape
   dtype = rho.dtype
   m = _float_mask(mask, dtype)
