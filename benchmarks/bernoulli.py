@@ -590,14 +590,7 @@ def to_markdown(records: list[dict[str, Any]], config: BernoulliConfig, env: dic
 
 def plot(records: list[dict[str, Any]], config: BernoulliConfig, out_dir: str) -> list[str]:
   """Variance vs p (log scale) per p0, and training curves; returns the PNG paths written."""
-  import os  # noqa: PLC0415
-
-  import matplotlib  # noqa: PLC0415 (optional dependency)
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # noqa: PLC0415
-
-  os.makedirs(out_dir, exist_ok=True)
+  plt = report.pyplot(out_dir)
   variance, training = _index(records)
   labels = [e for e in ESTIMATORS if e in config.estimators]
   colours = {e: f"C{i}" for i, e in enumerate(ESTIMATORS)}
@@ -632,10 +625,7 @@ def plot(records: list[dict[str, Any]], config: BernoulliConfig, out_dir: str) -
     ax.set_title(f"Bernoulli toy, p0 = {p0}: measured (points) and exact (lines)")
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
-    path = os.path.join(out_dir, f"bernoulli_variance_p0={p0}.png")
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    paths.append(path)
+    paths += report.save_figure(fig, out_dir, f"bernoulli_variance_p0={p0}.png")
   if config.training_p0s:
     fig, axes = plt.subplots(1, len(config.training_p0s), figsize=(6 * len(config.training_p0s), 4.5),
                              squeeze=False)
@@ -655,11 +645,7 @@ def plot(records: list[dict[str, Any]], config: BernoulliConfig, out_dir: str) -
       ax.set_ylabel("exact loss E[(b - p0)^2]")
       ax.set_title(f"training, p0 = {p0}")
       ax.legend(fontsize=8)
-    if any_curve:
-      path = os.path.join(out_dir, "bernoulli_training.png")
-      fig.savefig(path, dpi=100, bbox_inches="tight")
-      paths.append(path)
-    plt.close(fig)
+    paths += report.save_figure(fig, out_dir, "bernoulli_training.png", keep=any_curve)
   return paths
 
 

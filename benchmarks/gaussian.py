@@ -49,7 +49,6 @@ import dataclasses
 import functools
 import hashlib
 import math
-import os
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -431,11 +430,7 @@ def _stable_int(text: str) -> int:
 
 def plot(records: list[dict[str, Any]], config: VarianceConfig, out_dir: str) -> list[str]:
   """``variance.png``: single-sample variance against k, measured points (± 2 se) beside the exact curves."""
-  import matplotlib  # noqa: PLC0415 (optional dependency, in the bench extra)
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # noqa: PLC0415
-
+  plt = report.pyplot(out_dir)
   families = [f for f in ("(x-k)^2", "exp(-kx^2)", "cos(kx)") if any(p.family == f for p in config.problems)]
   labels = [e for e in ESTIMATORS if e in config.estimators]
   colours = dict(zip(ESTIMATORS, ("C0", "C1", "C2", "C3", "C4")))
@@ -469,10 +464,7 @@ def plot(records: list[dict[str, Any]], config: VarianceConfig, out_dir: str) ->
   fig.suptitle(f"Gaussian cost functions at mu = {config.mu:g}, sigma = {config.sigma:g}: "
                "measured (points, ± 2 se) and exact (lines)")
   fig.tight_layout()
-  path = os.path.join(out_dir, "variance.png")
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return [path]
+  return report.save_figure(fig, out_dir, "variance.png", dpi=110)
 
 
 def run(config: VarianceConfig, out_dir: str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:

@@ -441,14 +441,7 @@ def to_markdown(records: list[dict[str, Any]], config: LogisticConfig, env: dict
 
 def plot(records: list[dict[str, Any]], config: LogisticConfig, out_dir: str) -> list[str]:
   """ELBO vs step, and average single-sample variance vs step (mean, log_scale); returns the PNG paths."""
-  import os  # noqa: PLC0415
-
-  import matplotlib  # noqa: PLC0415 (optional dependency)
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # noqa: PLC0415
-
-  os.makedirs(out_dir, exist_ok=True)
+  plt = report.pyplot(out_dir)
   runs = _index(records)
   labels = _labels(config)
   colours = {e: f"C{i}" for i, e in enumerate(ESTIMATORS)}
@@ -477,11 +470,7 @@ def plot(records: list[dict[str, Any]], config: LogisticConfig, out_dir: str) ->
     if ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize=7)
   fig.suptitle("Bayesian logistic regression (breast cancer)")
-  if any_curve:
-    path = os.path.join(out_dir, "logistic_elbo.png")
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    paths.append(path)
-  plt.close(fig)
+  paths += report.save_figure(fig, out_dir, "logistic_elbo.png", keep=any_curve)
 
   fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
   any_point = False
@@ -502,11 +491,7 @@ def plot(records: list[dict[str, Any]], config: LogisticConfig, out_dir: str) ->
     if ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize=7)
   fig.suptitle("Variance of single-sample gradient estimates of the likelihood term")
-  if any_point:
-    path = os.path.join(out_dir, "logistic_variance.png")
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    paths.append(path)
-  plt.close(fig)
+  paths += report.save_figure(fig, out_dir, "logistic_variance.png", keep=any_point)
   return paths
 
 

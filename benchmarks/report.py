@@ -141,3 +141,26 @@ def write_outputs(out_dir: str, name: str, *, markdown: str, records: Sequence[d
     json.dump(plain({"meta": meta, "records": list(records)}), fh, indent=1)
     fh.write("\n")
   return paths
+
+
+def pyplot(out_dir: str):
+  """``matplotlib.pyplot`` on the non-interactive Agg backend, with ``out_dir`` created (bench extra)."""
+  import matplotlib  # noqa: PLC0415 (optional dependency, in the bench extra)
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+
+  os.makedirs(out_dir, exist_ok=True)
+  return plt
+
+
+def save_figure(fig, out_dir: str, name: str, keep: bool = True, dpi: int = 100) -> list[str]:
+  """Writes ``fig`` to ``out_dir/name`` if ``keep`` and closes it; returns the paths written (0 or 1)."""
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+
+  paths = []
+  if keep:
+    paths.append(os.path.join(out_dir, name))
+    fig.savefig(paths[0], dpi=dpi, bbox_inches="tight")
+  plt.close(fig)
+  return paths

@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
 import statistics
 import time
 from typing import Any, Callable
@@ -338,7 +337,7 @@ def _measure_family(config: ThroughputConfig, family: str, names: list[str], dim
         "sfe_over_forward": ours["median_seconds"] / fwd["median_seconds"],
         # Medians of the per-round ratios (the runs of one round are back to back) and ratios of the fastest
         # runs: both less sensitive than the ratio of medians to other processes competing for the machine.
-        "sfe_over_forward_paired": _paired_ratio(ours["times"], fwd["times"]),
+        "sfe_over_forward_paired": paired_ratio(ours["times"], fwd["times"]),
         "sfe_over_forward_min": ours["min_seconds"] / fwd["min_seconds"],
         "sfe_min_seconds": ours["min_seconds"], "forward_min_seconds": fwd["min_seconds"],
         "sfe_compile_seconds": ours["compile_seconds"], "sfe_flops": ours["flops"],
@@ -370,10 +369,10 @@ def _hand_fields(name: str, timings: dict[str, Any], ours: dict[str, Any], param
   return {
       "hand_seconds": hand["median_seconds"], "sfe_over_hand": ours["median_seconds"] / hand["median_seconds"],
       "hand_over_forward": hand["median_seconds"] / fwd["median_seconds"],
-      "sfe_over_hand_paired": _paired_ratio(ours["times"], hand["times"]),
+      "sfe_over_hand_paired": paired_ratio(ours["times"], hand["times"]),
       "sfe_over_hand_min": ours["min_seconds"] / hand["min_seconds"],
       # The A/A control: two copies of the same program; how far this is from 1 is the measurement noise.
-      "hand_copy_over_hand_paired": _paired_ratio(timings[f"{name}/hand-copy"]["times"], hand["times"]),
+      "hand_copy_over_hand_paired": paired_ratio(timings[f"{name}/hand-copy"]["times"], hand["times"]),
       "hand_min_seconds": hand["min_seconds"], "hand_compile_seconds": hand["compile_seconds"],
       "hand_flops": hand["flops"], "hand_bytes": hand["bytes_accessed"],
       "hand_hlo_instructions": hand["hlo_instructions"],
@@ -391,11 +390,7 @@ def cells(config: ThroughputConfig) -> list[tuple[str, Callable[[], list[dict[st
 
 def plot(records: list[dict[str, Any]], config: ThroughputConfig, out_dir: str) -> list[str]:
   """``throughput.png``: median seconds per call against num_samples, sfe / hand-written / forward."""
-  import matplotlib  # noqa: PLC0415 (optional dependency, in the bench extra)
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # noqa: PLC0415
-
+  plt = report.pyplot(out_dir)
   names = [e for e in ESTIMATORS if any(r["estimator"] == e for r in records)]
   fig, axes = plt.subplots(1, max(len(names), 1), figsize=(5 * max(len(names), 1), 4), squeeze=False)
   styles = ("-", "--", ":", "-.")
@@ -418,10 +413,7 @@ def plot(records: list[dict[str, Any]], config: ThroughputConfig, out_dir: str) 
     ax.set_title(f"{name} ({', '.join(devices)})")
     ax.legend(fontsize=8)
   fig.tight_layout()
-  path = os.path.join(out_dir, "throughput.png")
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return [path]
+  return report.save_figure(fig, out_dir, "throughput.png", dpi=110)
 
 
 def run(config: ThroughputConfig, out_dir: str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -437,11 +429,11 @@ def run(config: ThroughputConfig, out_dir: str | None = None, log: Callable[[str
             "targets": {"sfe_over_hand": OVERHEAD_TARGET, "sfe_over_forward": GRADIENT_TARGET}})
 
 
-def _paired_ratio(numerator: list[float], denominator: list[float]) -> float:
+def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
   return float(statistics.median(a / b for a, b in zip(numerator, denominator)))
 
 
-def _verdict(value: float | None, target: float) -> str:
+def verdict(value: float | None, target: float) -> str:
   if value is None:
     return "—"
   return "ok" if value <= target else "**over**"
@@ -465,8 +457,8 @@ def to_markdown(records: list[dict[str, Any]], config: ThroughputConfig, env: di
     return None if a is None or b in (None, 0) else a / b
 
   rows = [[r["estimator"], r["dim"], r["num_samples"], r["repeats"], r["sfe_seconds"] * 1e3, _ms(r["hand_seconds"]),
-           r["forward_seconds"] * 1e3, _round(r["sfe_over_hand"], 3), _verdict(r["sfe_over_hand"], OVERHEAD_TARGET),
-           _round(r["sfe_over_forward"], 2), _verdict(r["sfe_over_forward"], GRADIENT_TARGET),
+           r["forward_seconds"] * 1e3, _round(r["sfe_over_hand"], 3), verdict(r["sfe_over_hand"], OVERHEAD_TARGET),
+           _round(r["sfe_over_forward"], 2), verdict(r["sfe_over_forward"], GRADIENT_TARGET),
            _round(r["hand_over_forward"], 2), _round(r["sfe_over_hand_paired"], 3),
            _round(r["hand_copy_over_hand_paired"], 3), _round(r["sfe_over_forward_paired"], 2),
            ratio(r["sfe_flops"], r["hand_flops"]), ratio(r["sfe_bytes"], r["hand_bytes"]),

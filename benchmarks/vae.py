@@ -494,12 +494,7 @@ def to_markdown(records: list[dict[str, Any]], config: VAEConfig, env: dict[str,
 
 def plot(records: list[dict[str, Any]], config: VAEConfig, out_dir: str) -> list[str]:
   """Training ELBO vs step and gradient variance vs step, one panel per model; returns the PNG paths."""
-  import matplotlib  # noqa: PLC0415 (optional dependency)
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # noqa: PLC0415
-
-  os.makedirs(out_dir, exist_ok=True)
+  plt = report.pyplot(out_dir)
   table = _index(records)
   models = [m for m in MODELS if m in config.models]
   colours = {e: f"C{i}" for i, e in enumerate(ESTIMATORS)}
@@ -527,10 +522,7 @@ def plot(records: list[dict[str, Any]], config: VAEConfig, out_dir: str) -> list
       ax.set_title(f"{m} model")
       ax.grid(True, alpha=0.3)
       ax.legend(fontsize=8)
-    path = os.path.join(out_dir, f"vae_{what}.png")
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    paths.append(path)
+    paths += report.save_figure(fig, out_dir, f"vae_{what}.png")
   return paths
 
 
