@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmarks {variance,bernoulli,logistic,vae,throughput,all} [--quick|--full] [--out DIR] [--device cpu|gpu]``."""
+"""Command line: ``python -m benchmarks {variance,bernoulli,logistic,vae,rl,throughput,all} [--quick|--full] [--out DIR] [--device cpu|gpu]``."""
 
 from __future__ import annotations
 
@@ -38,14 +38,19 @@ suites:
               with REINFORCE leave-one-out, ARM, DisARM, RELAX and Gumbel-softmax at 2 evaluations of f per
               example: training ELBO, 100-sample importance-weighted test bound and gradient variance along
               training (--data for binarized MNIST; the quick preset uses fewer latents, see vae.md).
-  all         All five.
+  rl          Policy gradients (sfe_jax.rl) on gymnax CartPole-v1: REINFORCE with a leave-one-out or a learned
+              value baseline and PPO trained until the mean return of sampled evaluation episodes is 500 (the
+              cap): environment steps and seconds to solve, learning curves, and the variance of six
+              policy-gradient estimators (no baseline, mean, leave-one-out, value, actor-critic GAE, PPO's first
+              step) at fixed parameters along training.
+  all         All six.
 """
 
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m benchmarks", description=DESCRIPTION,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("suite", choices=("variance", "bernoulli", "logistic", "vae", "throughput", "all"), help="which benchmark to run")
+  parser.add_argument("suite", choices=("variance", "bernoulli", "logistic", "vae", "rl", "throughput", "all"), help="which benchmark to run")
   mode = parser.add_mutually_exclusive_group()
   mode.add_argument("--quick", dest="mode", action="store_const", const="quick",
                     help="the default: 2e4 repeats per variance cell, 30 timed runs per function "
@@ -68,10 +73,10 @@ def main(argv: list[str] | None = None) -> int:
 
   # Imported after parsing so that --help is instant.
 
-  from benchmarks import bernoulli, gaussian, logistic, throughput, vae  # noqa: PLC0415
+  from benchmarks import bernoulli, gaussian, logistic, rl, throughput, vae  # noqa: PLC0415
 
-  by_name = {"variance": gaussian, "bernoulli": bernoulli, "logistic": logistic, "vae": vae,
-            "throughput": throughput}
+  by_name = {"variance": gaussian, "bernoulli": bernoulli, "logistic": logistic, "vae": vae, "rl": rl,
+             "throughput": throughput}
   suites = tuple(by_name) if args.suite == "all" else (args.suite,)
   start = time.perf_counter()
   outside = 0

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from benchmarks import __main__ as cli
-from benchmarks import bernoulli, gaussian, logistic, store, throughput, vae
+from benchmarks import bernoulli, gaussian, logistic, rl, store, throughput, vae
 from gaussian_reference import ROWS
 
 TINY_VARIANCE = gaussian.VarianceConfig(
@@ -113,7 +113,6 @@ def test_hand_written_functions_compute_what_sfe_computes():
 def test_hand_written_antithetic_estimators_are_unbiased(name):
   # Different uniform draws from sfe_jax's (a symmetric bit grid), so compare means with the exact gradient.
   import jax
-  import jax.numpy as jnp
   import sfe_jax as sfe
 
   params = throughput.initial_params("bernoulli", 3)
@@ -156,7 +155,7 @@ def test_cli_help_names_every_suite(capsys):
     cli.main(["--help"])
   assert exit_info.value.code == 0
   text = capsys.readouterr().out
-  for word in ("variance", "throughput", "all", "--quick", "--full", "--out"):
+  for word in ("variance", "bernoulli", "logistic", "vae", "rl", "throughput", "all", "--quick", "--full", "--out"):
     assert word in text
 
 
@@ -176,15 +175,17 @@ def test_cli_all_writes_every_report(tmp_path, monkeypatch, capsys):
       bernoulli.PRESETS["quick"], p0_values=(0.49,), p_values=(0.3,), num_repeats=200, estimators=("ARM",),
       training_p0s=(0.45,), training_estimators=("REINFORCE",), steps=4, log_every=2))
   import test_logistic_benchmark  # noqa: PLC0415 (the tiny configurations of the other suites' tests)
+  import test_rl_benchmark  # noqa: PLC0415
   import test_vae_benchmark  # noqa: PLC0415
 
   monkeypatch.setitem(logistic.PRESETS, "quick", dataclasses.replace(
       test_logistic_benchmark.TINY, estimators=("pathwise",)))
   monkeypatch.setitem(vae.PRESETS, "quick", dataclasses.replace(
       test_vae_benchmark.TINY, models=("linear",), estimators=("DisARM",)))
+  monkeypatch.setitem(rl.PRESETS, "quick", dataclasses.replace(test_rl_benchmark.TINY, methods=("PPO",)))
   assert cli.main(["all", "--quick", "--out", str(tmp_path / "out")]) == 0
   names = {p.name for p in (tmp_path / "out").iterdir()}
-  for suite in ("variance", "throughput", "bernoulli", "logistic", "vae"):
+  for suite in ("variance", "throughput", "bernoulli", "logistic", "vae", "rl"):
     assert {f"{suite}.{ext}" for ext in ("md", "csv", "json", "jsonl")} <= names
     assert any(n.startswith(suite) and n.endswith(".png") for n in names), suite
   assert "total" in capsys.readouterr().out
