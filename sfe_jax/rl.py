@@ -1,4 +1,4 @@
-"""Policy gradients: REINFORCE, GAE, actor-critic, PPO and off-policy IS on batched trajectories; distrax
+"""Policy gradients: REINFORCE, GAE, actor-critic, PPO, off-policy IS and V-trace on batched trajectories; distrax
 policy helpers (tanh-squashed Normal, per-step log-probabilities); model-based pathwise and score-function
 gradients through a known model."""
 
@@ -18,11 +18,14 @@ from sfe_jax._src.rl import off_policy_value as off_policy_value
 from sfe_jax._src.rl import ppo_loss as ppo_loss
 from sfe_jax._src.rl import ppo_value_loss as ppo_value_loss
 from sfe_jax._src.rl import reinforce_loss as reinforce_loss
+from sfe_jax._src.rl import VTrace as VTrace
+from sfe_jax._src.rl import vtrace as vtrace
 
 __all__ = (
     "ActorCriticTerms",
     "ModelRollout",
     "TanhNormal",
+    "VTrace",
     "action_entropies",
     "action_log_probs",
     "actor_critic_loss",
@@ -36,4 +39,5 @@ __all__ = (
     "ppo_value_loss",
     "reinforce_loss",
     "sample_actions",
+    "vtrace",
 )

@@ -307,3 +307,113 @@ def test_weighted_is_biased_but_consistent():
   large = repeated(off_policy_fn("weighted"), 10, 1024, theta_sample="mu", num_repeats=200)[0]
   mean, se = mean_and_se(large)
   assert abs(mean - exact_pi) < 5 * se + 0.05 * abs(exact_mu - exact_pi), (mean, se, exact_pi, exact_mu)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# V-trace.
+# ----------------------------------------------------------------------------------------------------------
+
+
+def random_log_probs(seed, shape):
+  rng = np.random.default_rng(seed)
+  return (np.log(rng.uniform(0.05, 1.0, size=shape)).astype(np.float32),
+          np.log(rng.uniform(0.05, 1.0, size=shape)).astype(np.float32))
+
+
+@pytest.mark.parametrize("clip_rho,clip_c,clip_pg_rho,lam", [
+    (None, None, None, 1.0), (1.0, 1.0, 1.0, 1.0), (2.0, 0.5, 1.5, 0.8)])
+def test_vtrace_direct_formula(clip_rho, clip_c, clip_pg_rho, lam):
+  rewards, values, mask, lengths = random_batch(2)
+  lp_pi, lp_mu = random_log_probs(3, rewards.shape)
+  bootstrap = np.array([0.5, 1.0, -1.0, 2.0, 0.3], np.float32)
+  gamma, t_max = 0.9, rewards.shape[1]
+  fn = jax.jit(functools.partial(rl.vtrace, gamma=gamma, bootstrap_value=bootstrap, clip_rho=clip_rho,
+                                 clip_c=clip_c, clip_pg_rho=clip_pg_rho, lam=lam))
+  out = fn(lp_pi, lp_mu, np.where(mask > 0, rewards, 99.0), np.where(mask > 0, values, -7.0), mask)
+  rho = np.exp(lp_pi.astype(np.float64) - lp_mu)
+  clip = lambda x, c: x if c is None else np.minimum(x, c)  # noqa: E731
+  want_vs, want_pg = np.zeros_like(rewards), np.zeros_like(rewards)
+  for b, length in enumerate(lengths):
+    after = bootstrap[b] if length == t_max else 0.0  # the value after the last valid step
+    next_v = [values[b, t + 1] if t + 1 < length else after for t in range(length)]
+    for s in range(length):
+      total, trace = values[b, s], 1.0
+      for t in range(s, length):
+        total += gamma ** (t - s) * trace * clip(rho[b, t], clip_rho) * (rewards[b, t] + gamma * next_v[t] -
+                                                                         values[b, t])
+        trace *= lam * clip(rho[b, t], clip_c)
+      want_vs[b, s] = total
+    for s in range(length):
+      next_vs = want_vs[b, s + 1] if s + 1 < length else after
+      want_pg[b, s] = clip(rho[b, s], clip_pg_rho) * (rewards[b, s] + gamma * next_vs - values[b, s])
+  np.testing.assert_allclose(out.vs, want_vs, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(out.pg_advantages, want_pg, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.7, 1.0])
+def test_vtrace_on_policy_is_gae(lam):
+  rewards, values, mask, _ = random_batch(4)
+  lp, _ = random_log_probs(5, rewards.shape)
+  bootstrap = np.array([0.5, 1.0, -1.0, 2.0, 0.3], np.float32)
+  out = rl.vtrace(lp, lp, rewards, values, mask, 0.9, bootstrap_value=bootstrap, lam=lam)
+  adv = rl.gae(rewards, values, mask, 0.9, lam, bootstrap)
+  np.testing.assert_allclose(out.vs, (adv + values) * mask, rtol=1e-5, atol=1e-5)
+  if lam == 1.0:  # then r_s + gamma v_{s+1} - V_s is the GAE(1) advantage too
+    np.testing.assert_allclose(out.pg_advantages, adv, rtol=1e-5, atol=1e-5)
+
+
+def test_vtrace_without_values_is_the_importance_sampling_estimate():
+  # With V = 0, vs[:, 0] telescopes to the per-decision IS return (no clipping), and with clip_c = clip_rho to
+  # the truncated one: the same numbers as off_policy_value, trajectory by trajectory.
+  rewards, _, mask, _ = random_batch(6)
+  lp_pi, lp_mu = random_log_probs(7, rewards.shape)
+  zeros = np.zeros_like(rewards)
+  for clip, estimator in ((None, "per_decision"), (1.2, "truncated")):
+    vs0 = rl.vtrace(lp_pi, lp_mu, rewards, zeros, mask, 0.8, clip_rho=clip, clip_c=clip).vs[:, 0]
+    each = [rl.off_policy_value(lp_pi[b:b + 1], lp_mu[b:b + 1], rewards[b:b + 1], mask[b:b + 1], 0.8, estimator,
+                                clip_rho=clip) for b in range(rewards.shape[0])]
+    np.testing.assert_allclose(vs0, np.array(each), rtol=1e-5, atol=1e-5)
+
+
+def vtrace_fn(value_table, **clips):
+  def fn(batch):
+    states, actions, rewards, mask = batch
+    values = value_table[jnp.arange(T)[None, :], states]
+    out = rl.vtrace(log_probs(THETA, states, actions), log_probs(THETA_MU, states, actions), rewards, values, mask,
+                    GAMMA, **clips)
+    return out.vs[:, 0], values[:, 0]
+  return fn
+
+
+def test_vtrace_unclipped_is_unbiased_for_any_values():
+  arbitrary = jnp.asarray(np.random.default_rng(8).normal(size=(T, 3)), jnp.float32).at[:, 2].set(0.0)
+  vs0, _ = repeated(vtrace_fn(arbitrary, clip_rho=None, clip_c=None), 11, 64, theta_sample="mu")
+  assert_mean(vs0.reshape(-1), exact_value(THETA), what="unclipped V-trace target at t = 0")
+
+
+def test_vtrace_clipped_fixed_point_is_the_value_of_the_truncated_policy():
+  pi, mu = jax.nn.softmax(THETA), jax.nn.softmax(THETA_MU)
+  w = jnp.minimum(mu, pi)  # rho_bar = 1
+  v_truncated = dp_values(w / w.sum(axis=1, keepdims=True))
+  v_pi = dp_values(pi)
+  # At V = V^{pi_rho_bar} the V-trace correction vs - V has mean zero (whatever clip_c <= 1 does to the traces)...
+  for clip_c in (1.0, 0.5):
+    vs0, v0 = repeated(vtrace_fn(v_truncated, clip_rho=1.0, clip_c=clip_c), 12, 64, theta_sample="mu")
+    assert_mean((vs0 - v0).reshape(-1), 0.0, what=f"V-trace correction at its fixed point, clip_c={clip_c}")
+  # ...while at V = V^pi it does not: clipped V-trace is biased towards the behaviour policy.
+  vs0, v0 = repeated(vtrace_fn(v_pi, clip_rho=1.0, clip_c=1.0), 13, 64, theta_sample="mu")
+  mean, se = mean_and_se((vs0 - v0).reshape(-1))
+  assert abs(mean) > 10 * se, (mean, se)
+  assert float(RHO0 @ v_truncated[0]) != pytest.approx(float(RHO0 @ v_pi[0]), abs=0.05)
+
+
+def test_vtrace_errors():
+  x = jnp.zeros((2, 3))
+  with pytest.raises(ValueError, match="`clip_c` of vtrace must be positive or None"):
+    rl.vtrace(x, x, x, x, x, 0.9, clip_c=0.0)
+  with pytest.raises(ValueError, match="`values` of vtrace must have the shape"):
+    rl.vtrace(x, x, x, jnp.zeros((2, 4)), x, 0.9)
+  with pytest.raises(ValueError, match=r"`bootstrap_value` of vtrace must have shape \[B\]"):
+    rl.vtrace(x, x, x, x, x, 0.9, bootstrap_value=jnp.zeros(3))
+  with pytest.raises(ValueError, match="`lam` of vtrace must lie in"):
+    rl.vtrace(x, x, x, x, x, 0.9, lam=2.0)

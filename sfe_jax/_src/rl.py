@@ -65,6 +65,33 @@ def _float_mask(mask: Array, dtype) -> Array:
   return jnp.asarray(mask).astype(dtype)
 
 
+def _reverse_accumulate(x: Array, decay: Array) -> Array:
+  """``y_t = x_t + decay_t y_{t+1}`` (``y_T = 0``) over the time axis of ``[B, T]`` arrays, by ``lax.scan``."""
+  def step(carry, inputs):
+    carry = inputs[0] + inputs[1] * carry
+    return carry, carry
+
+  _, out = jax.lax.scan(step, jnp.zeros(x.shape[0], x.dtype), (x.T, decay.T), reverse=True)
+  return out.T
+
+
+def _next_values(v: Array, m: Array, bootstrap_value: Optional[Array], fn: str) -> Array:
+  """``V(s_{t+1})`` per step: the next step's value, 0 after a trajectory's last valid step (terminal), and
+  ``bootstrap_value`` after step ``T - 1`` of a trajectory valid up to there (cut off by the horizon)."""
+  b = v.shape[0]
+  if bootstrap_value is None:
+    bootstrap_value = jnp.zeros((b,), v.dtype)
+  bootstrap_value = jnp.asarray(bootstrap_value, v.dtype)
+  if bootstrap_value.shape != (b,):
+    raise ValueError(f"`bootstrap_value` of {fn} must have shape [B] = ({b},); got {bootstrap_value.shape}.")
+  return jnp.concatenate([v[:, 1:], bootstrap_value[:, None] * m[:, -1:]], axis=1)
+
+
+def _continues(m: Array) -> Array:
+  """``m_{t+1}`` per step (0 at ``T - 1``): whether the trajectory goes on after step ``t``."""
+  return jnp.concatenate([m[:, 1:], jnp.zeros((m.shape[0], 1), m.dtype)], axis=1)
+
+
 def _time_weights(gamma: Array, num_steps: int, dtype) -> Array:
   return gamma.astype(dtype) ** jnp.arange(num_steps, dtype=dtype)
 
@@ -94,17 +121,8 @@ def discounted_returns(rewards: Array, mask: Array, gamma: Union[float, Array]) 
   mask = _check_bt("mask", mask, rewards.shape, "discounted_returns")
   gamma = check_unit("gamma", gamma, "discounted_returns")
   dtype = jnp.result_type(rewards.dtype, float)
-  r = rewards.astype(dtype) * _float_mask(mask, dtype)
   m = _float_mask(mask, dtype)
-  g = gamma.astype(dtype)
-
-  def step(carry, inputs):
-    r_t, m_t = inputs
-    carry = m_t * (r_t + g * carry)
-    return carry, carry
-
-  _, out = jax.lax.scan(step, jnp.zeros(rewards.shape[0], dtype), (r.T, m.T), reverse=True)
-  return out.T
+  return _reverse_accumulate(rewards.astype(dtype) * m, gamma.astype(dtype) * m)
 
 
 def gae(
@@ -151,28 +169,12 @@ def gae(
   mask = _check_bt("mask", mask, rewards.shape, "gae")
   gamma = check_unit("gamma", gamma, "gae")
   lam = check_unit("lam", lam, "gae")
-  b, t = rewards.shape
   dtype = jnp.result_type(rewards.dtype, values.dtype, float)
-  if bootstrap_value is None:
-    bootstrap_value = jnp.zeros((b,), dtype)
-  bootstrap_value = jnp.asarray(bootstrap_value, dtype)
-  if bootstrap_value.shape != (b,):
-    raise ValueError(f"`bootstrap_value` of gae must have shape [B] = ({b},); got {bootstrap_value.shape}.")
   m = _float_mask(mask, dtype)
   v = values.astype(dtype) * m
-  r = rewards.astype(dtype) * m
-  # After the last valid step the next value is 0 (terminal), or bootstrap_value for one valid up to T - 1.
-  next_v = jnp.concatenate([v[:, 1:], bootstrap_value[:, None] * m[:, -1:]], axis=1)
-  deltas = m * (r + gamma.astype(dtype) * next_v - v)
-  decay = gamma.astype(dtype) * lam.astype(dtype) * jnp.concatenate([m[:, 1:], jnp.zeros((b, 1), dtype)], 1)
-
-  def step(carry, inputs):
-    delta_t, decay_t = inputs
-    carry = delta_t + decay_t * carry
-    return carry, carry
-
-  _, adv = jax.lax.scan(step, jnp.zeros((b,), dtype), (deltas.T, decay.T), reverse=True)
-  return adv.T * m
+  g = gamma.astype(dtype)
+  deltas = m * (rewards.astype(dtype) * m + g * _next_values(v, m, bootstrap_value, "gae") - v)
+  return _reverse_accumulate(deltas, g * lam.astype(dtype) * _continues(m)) * m
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -566,3 +568,115 @@ def off_policy_value(
       raise ValueError(f"`clip_rho` of {fn} must be positive for estimator='truncated'; got {clip_rho}.")
     rho = jnp.minimum(rho, clip_rho)
   return jnp.sum(disc * jnp.cumprod(rho, axis=1)) / b
+
+
+class VTrace(NamedTuple):
+  """The outputs of :func:`vtrace` (``[B, T]`` each, 0 on padded steps, constants: no gradient flows)."""
+
+  vs: Array
+  pg_advantages: Array
+
+
+def _check_clip(name: str, value: Any, fn: str) -> Optional[Array]:
+  if value is None:
+    return None
+  if isinstance(value, (int, float, np.integer, np.floating)) and not float(value) > 0:
+    raise ValueError(f"`{name}` of {fn} must be positive or None (no clipping); got {value}.")
+  value = jnp.asarray(value)
+  if value.shape != ():
+    raise ValueError(f"`{name}` of {fn} must be a scalar; got shape {value.shape}.")
+  return value
+
+
+def vtrace(
+    target_log_probs: Array,
+    behaviour_log_probs: Array,
+    rewards: Array,
+    values: Array,
+    mask: Array,
+    gamma: Union[float, Array],
+    *,
+    bootstrap_value: Optional[Array] = None,
+    clip_rho: Optional[float] = 1.0,
+    clip_c: Optional[float] = 1.0,
+    clip_pg_rho: Optional[float] = 1.0,
+    lam: Union[float, Array] = 1.0,
+) -> VTrace:
+  r"""V-trace value targets and policy-gradient advantages for trajectories logged under a behaviour policy.
+
+  With :math:`\rho_t = \pi(a_t|s_t)/\mu(a_t|s_t)`, truncated :math:`\bar\rho_t = \min(\bar\rho, \rho_t)`
+  and trace coefficients :math:`c_t = \lambda \min(\bar c, \rho_t)`:
+
+  .. math:: v_s = V(s_s) + \sum_{t \ge s} \gamma^{t-s} \Big(\prod_{i=s}^{t-1} c_i\Big) \bar\rho_t
+     \big(r_t + \gamma V(s_{t+1}) - V(s_t)\big),
+
+  computed backwards as :math:`v_s - V_s = \delta_s + \gamma c_s (v_{s+1} - V_{s+1})`, with
+  :math:`V(s_{t+1}) = 0` after a terminal step and ``bootstrap_value`` after step ``T - 1`` of a trajectory
+  cut off by the horizon (as in :func:`gae`). The policy-gradient advantages are
+  :math:`\min(\bar\rho_{pg}, \rho_s)\,(r_s + \gamma v_{s+1} - V(s_s))`. Use them as in IMPALA: the critic
+  regresses on ``vs``, the actor minimises :math:`-\frac1B\sum m \log\pi(a_s|s_s)\,` ``pg_advantages``
+  (both are returned under ``stop_gradient``).
+
+  Bias and variance:
+
+  * no clipping (``clip_rho = clip_c = None``): ``vs`` is an unbiased estimate of the target policy's value
+    :math:`V^\pi(s_s)` for *any* ``values`` (a per-decision importance-sampling estimate with ``values`` as a
+    control variate); the variance grows with the products of ratios, as for :func:`off_policy_value`.
+  * clipping: the variance is bounded, and the fixed point (the ``values`` for which ``vs - values`` has mean
+    0) is the value of the policy :math:`\pi_{\bar\rho} \propto \min(\bar\rho\mu, \pi)`, between ``mu`` and
+    ``pi``, not :math:`V^\pi` (equal when :math:`\bar\rho` exceeds every ratio). ``clip_c`` only changes
+    how fast the traces are cut (the contraction), not the fixed point.
+  * on-policy (:math:`\pi = \mu`, ratios 1, clip levels >= 1): ``vs - values`` is exactly :func:`gae` with
+    the same ``lam``.
+  * the actor's gradient weighs states as the behaviour policy visits them (no correction of the state
+    distribution): it is the usual off-policy actor-critic approximation, exact only on-policy.
+
+  Args:
+    target_log_probs: ``[B, T]`` ``log pi(a_t|s_t)`` of the policy being learned.
+    behaviour_log_probs: ``[B, T]`` ``log mu(a_t|s_t)`` of the policy that logged the data.
+    rewards: ``[B, T]``.
+    values: ``[B, T]`` critic values ``V(s_t)``.
+    mask: ``[B, T]`` validity mask.
+    gamma: discount in ``[0, 1]``.
+    bootstrap_value: ``[B]`` value of the state after step ``T - 1`` (``None``: 0, terminal).
+    clip_rho: :math:`\bar\rho`, the truncation of the ratios in the temporal differences (``None``: none).
+    clip_c: :math:`\bar c`, the truncation of the trace coefficients (``None``: none).
+    clip_pg_rho: the truncation of the ratio of the policy-gradient advantages (``None``: none).
+    lam: :math:`\lambda` in ``[0, 1]``, an extra factor on the traces.
+
+  Returns:
+    A :class:`VTrace` ``(vs, pg_advantages)``.
+
+  Examples:
+    >>> import jax.numpy as jnp, sfe_jax.rl as rl
+    >>> lp = jnp.log(jnp.array([[0.5, 0.5]]))
+    >>> out = rl.vtrace(lp, lp, jnp.array([[1., 1.]]), jnp.zeros((1, 2)), jnp.ones((1, 2)), 0.5)
+    >>> out.vs, out.pg_advantages   # on-policy, zero values: the discounted returns
+    (Array([[1.5, 1. ]], dtype=float32), Array([[1.5, 1. ]], dtype=float32))
+
+  References:
+    Espeholt et al., "IMPALA: scalable distributed deep-RL with importance weighted actor-learner
+    architectures", 2018.
+  """
+  fn = "vtrace"
+  rho = _sg(importance_weights(target_log_probs, behaviour_log_probs, mask))
+  rewards = _check_bt("rewards", rewards, rho.shape, fn)
+  values = _check_bt("values", values, rho.shape, fn)
+  gamma = check_unit("gamma", gamma, fn)
+  lam = check_unit("lam", lam, fn)
+  clips = [_check_clip(name, value, fn) for name, value in
+           (("clip_rho", clip_rho), ("clip_c", clip_c), ("clip_pg_rho", clip_pg_rho))]
+  rho_bar, c_bar, pg_bar = (rho if c is None else jnp.minimum(rho, c) for c in clips)
+  dtype = jnp.result_type(rho.dtype, rewards.dtype, values.dtype)
+  m = _float_mask(mask, dtype)
+  v = _sg(values.astype(dtype)) * m
+  g = gamma.astype(dtype)
+  bootstrap = None if bootstrap_value is None else _sg(jnp.asarray(bootstrap_value, dtype))
+  next_v = _next_values(v, m, bootstrap, fn)
+  r = rewards.astype(dtype) * m
+  deltas = m * rho_bar * (r + g * next_v - v)
+  vs = v + _reverse_accumulate(deltas, g * lam.astype(dtype) * c_bar * _continues(m)) * m
+  # v_{s+1}: the next step's target, the bootstrap value at a cut-off, 0 after a terminal step.
+  next_vs = _next_values(vs, m, bootstrap, fn)
+  pg_advantages = m * pg_bar * (r + g * next_vs - v)
+  return VTrace(_sg(vs), _sg(pg_advantages))
