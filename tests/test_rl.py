@@ -417,3 +417,23 @@ def test_vtrace_errors():
     rl.vtrace(x, x, x, x, x, 0.9, bootstrap_value=jnp.zeros(3))
   with pytest.raises(ValueError, match="`lam` of vtrace must lie in"):
     rl.vtrace(x, x, x, x, x, 0.9, lam=2.0)
+
+
+def test_no_implicit_rank_promotion():
+  # Users may run with jax_numpy_rank_promotion="raise": the array functions must broadcast explicitly.
+  rewards, values, mask, _ = random_batch(9)
+  lp_pi, lp_mu = random_log_probs(10, rewards.shape)
+  boot = np.ones(rewards.shape[0], np.float32)
+  with jax.numpy_rank_promotion("raise"):
+    rl.discounted_returns(rewards, mask, 0.9)
+    rl.gae(rewards, values, mask, 0.9, 0.8, boot)
+    for baseline in (None, "mean", "leave_one_out", values):
+      for reward_to_go in (True, False):
+        jax.grad(rl.reinforce_loss)(lp_pi, rewards, mask, 0.9, baseline, reward_to_go)
+    jax.grad(lambda lp, v: rl.actor_critic_loss(lp, v, rewards, mask, 0.9, 0.8, lp, entropy_coef=0.1,
+                                                bootstrap_value=boot)[0], argnums=(0, 1))(lp_pi, values)
+    jax.grad(rl.ppo_loss)(lp_pi, lp_mu, values, mask)
+    jax.grad(rl.ppo_value_loss)(values, values + 0.1, rewards, mask)
+    for estimator in ("ordinary", "weighted", "per_decision", "truncated"):
+      jax.grad(rl.off_policy_value)(lp_pi, lp_mu, rewards, mask, 0.9, estimator)
+    rl.vtrace(lp_pi, lp_mu, rewards, values, mask, 0.9, bootstrap_value=boot, lam=0.9)

@@ -93,7 +93,8 @@ def _continues(m: Array) -> Array:
 
 
 def _time_weights(gamma: Array, num_steps: int, dtype) -> Array:
-  return gamma.astype(dtype) ** jnp.arange(num_steps, dtype=dtype)
+  """``[1, T]`` discount weights ``gamma^t`` (explicit ranks: no implicit rank promotion against ``[B, T]``)."""
+  return gamma.astype(dtype) ** jnp.arange(num_steps, dtype=dtype)[None, :]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -255,10 +256,10 @@ def reinforce_loss(
   g = discounted_returns(rewards, mask, gamma).astype(dtype)
   if reward_to_go:
     returns = g
-    weights = _time_weights(gamma, t, dtype) if time_discount else jnp.ones((t,), dtype)
+    weights = _time_weights(gamma, t, dtype) if time_discount else jnp.ones((1, t), dtype)
   else:
     returns = jnp.broadcast_to(g[:, :1], (b, t)) * m
-    weights = jnp.ones((t,), dtype)
+    weights = jnp.ones((1, t), dtype)
   if baseline is None:
     adv = returns
   elif isinstance(baseline, str):
@@ -345,7 +346,7 @@ def actor_critic_loss(
   dtype = jnp.result_type(log_probs.dtype, values.dtype, rewards.dtype, float)
   m = _float_mask(mask, dtype)
   adv = _sg(gae(rewards, _sg(values), mask, gamma, lam, bootstrap_value)).astype(dtype)
-  weights = _time_weights(gamma, t, dtype) if time_discount else jnp.ones((t,), dtype)
+  weights = _time_weights(gamma, t, dtype) if time_discount else jnp.ones((1, t), dtype)
   policy_loss = -jnp.sum(m * weights * log_probs.astype(dtype) * adv) / b
   targets = _sg(adv + values.astype(dtype))
   value_loss = 0.5 * jnp.sum(m * (values.astype(dtype) - targets) ** 2) / b
