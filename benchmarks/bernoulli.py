@@ -656,9 +656,6 @@ def run(config: BernoulliConfig, out_dir: str | None = None, log: Callable[[str]
     ``{"records": [...], "markdown": str, "meta": {...}, "paths": {...}}``; ``meta["outside"]`` counts the
     variance measurements outside their intervals.
   """
-  result = store.run_suite(
-      "bernoulli", cells(config), lambda records, env: to_markdown(records, config, env),
-      lambda records, out: plot(records, config, out), out_dir, config.seed, log,
-      meta={"config": dataclasses.asdict(config)})
+  result = store.run_suite("bernoulli", config, cells(config), to_markdown, plot, out_dir, log)
   result["meta"]["outside"] = sum(_flagged(r) for r in result["records"] if r.get("kind") != "training")
   return result

@@ -474,9 +474,6 @@ def run(config: VarianceConfig, out_dir: str | None = None, log: Callable[[str],
     ``{"records": [...], "markdown": str, "meta": {...}, "paths": {...}}``; ``meta["outside"]`` counts the
     measurements outside their intervals.
   """
-  result = store.run_suite(
-      "variance", cells(config), lambda records, env: to_markdown(records, config, env),
-      lambda records, out: plot(records, config, out), out_dir, config.seed, log,
-      meta={"config": dataclasses.asdict(config)})
+  result = store.run_suite("variance", config, cells(config), to_markdown, plot, out_dir, log)
   result["meta"]["outside"] = sum(not (r["mean_ok"] and r["variance_ok"]) for r in result["records"])
   return result

@@ -870,7 +870,4 @@ def run(config: RLConfig, out_dir: str | None = None, log: Callable[[str], None]
   Returns:
     ``{"records": [...], "markdown": str, "meta": {...}, "paths": {...}}``.
   """
-  return store.run_suite(
-      SUITE, cells(config), lambda records, env: to_markdown(records, config, env),
-      lambda records, out: plot(records, config, out), out_dir, config.seed, log,
-      meta={"config": dataclasses.asdict(config)})
+  return store.run_suite(SUITE, config, cells(config), to_markdown, plot, out_dir, log)

@@ -16,6 +16,7 @@ complete record) with a note.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -169,14 +170,24 @@ def run_cells(store: Store, cells: list[tuple[str, Callable[[], list[dict[str, A
   return [r for r in store.records if r["cell"] in wanted]
 
 
-def run_suite(name: str, cells: list[tuple[str, Callable[[], list[dict[str, Any]]]]],
-              to_markdown: Callable[[list[dict[str, Any]], dict[str, Any]], str],
-              plot: Callable[[list[dict[str, Any]], str], list[str]] | None, out_dir: str | None, seed: int,
+def run_suite(name: str, config: Any, cells: list[tuple[str, Callable[[], list[dict[str, Any]]]]],
+              to_markdown: Callable[[list[dict[str, Any]], Any, dict[str, Any]], str],
+              plot: Callable[[list[dict[str, Any]], Any, str], list[str]] | None, out_dir: str | None,
               log: Callable[[str], None] = print, meta: dict[str, Any] | None = None) -> dict[str, Any]:
   """Runs (or resumes) a suite through ``<out_dir>/<name>.jsonl`` and writes its reports from the records.
 
   The Markdown, CSV and JSON reports and the PNG plots are rebuilt from every record of the suite's cells, so
   a resumed run reports the cells of the interrupted run too.
+
+  Args:
+    name: the suite's name (the file names).
+    config: the suite's configuration, a dataclass with a ``seed``; recorded in the meta data.
+    cells: ``(cell id, measure)`` pairs (see :func:`run_cells`).
+    to_markdown: ``(records, config, environment) -> str``.
+    plot: ``(records, config, out_dir) -> [PNG paths]``, or ``None``.
+    out_dir: where the files go; ``None`` keeps everything in memory.
+    log: where progress lines go.
+    meta: extra meta data.
 
   Returns:
     ``{"records": [...], "markdown": str, "meta": {...}, "paths": {...}}``.
@@ -184,14 +195,15 @@ def run_suite(name: str, cells: list[tuple[str, Callable[[], list[dict[str, Any]
   store = Store(os.path.join(out_dir, f"{name}.jsonl") if out_dir else None, log)
   env = report.environment()
   start = time.perf_counter()
-  records = run_cells(store, cells, common_fields(seed), name, log)
-  markdown = to_markdown(records, env)
-  meta = {"suite": name, "environment": env, "seconds": time.perf_counter() - start, **(meta or {})}
+  records = run_cells(store, cells, common_fields(config.seed), name, log)
+  markdown = to_markdown(records, config, env)
+  meta = {"suite": name, "environment": env, "seconds": time.perf_counter() - start,
+          "config": dataclasses.asdict(config), **(meta or {})}
   paths: dict[str, Any] = {}
   if out_dir:
     paths = report.write_outputs(out_dir, name, markdown=markdown, records=records, meta=meta)
     paths["jsonl"] = store.path
     if plot is not None:
-      for i, path in enumerate(plot(records, out_dir)):
+      for i, path in enumerate(plot(records, config, out_dir)):
         paths[f"png{i}"] = path
   return {"records": records, "markdown": markdown, "meta": meta, "paths": paths}

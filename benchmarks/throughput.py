@@ -422,11 +422,8 @@ def run(config: ThroughputConfig, out_dir: str | None = None, log: Callable[[str
   Returns:
     ``{"records": [...], "markdown": str, "meta": {...}, "paths": {...}}``.
   """
-  return store.run_suite(
-      "throughput", cells(config), lambda records, env: to_markdown(records, config, env),
-      lambda records, out: plot(records, config, out), out_dir, config.seed, log,
-      meta={"config": dataclasses.asdict(config),
-            "targets": {"sfe_over_hand": OVERHEAD_TARGET, "sfe_over_forward": GRADIENT_TARGET}})
+  return store.run_suite("throughput", config, cells(config), to_markdown, plot, out_dir, log,
+                         meta={"targets": {"sfe_over_hand": OVERHEAD_TARGET, "sfe_over_forward": GRADIENT_TARGET}})
 
 
 def paired_ratio(numerator: list[float], denominator: list[float]) -> float:

@@ -528,7 +528,4 @@ def plot(records: list[dict[str, Any]], config: VAEConfig, out_dir: str) -> list
 
 def run(config: VAEConfig, out_dir: str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
   """Runs (or resumes, from ``out_dir/vae.jsonl``) the VAE suite and writes its reports."""
-  return store.run_suite(
-      SUITE, cells(config), lambda records, env: to_markdown(records, config, env),
-      lambda records, out: plot(records, config, out), out_dir, config.seed, log,
-      meta={"config": dataclasses.asdict(config)})
+  return store.run_suite(SUITE, config, cells(config), to_markdown, plot, out_dir, log)

@@ -194,8 +194,7 @@ def model_based_objective(
   rollout = jax.vmap(lambda k: model_rollout(policy_fn, dynamics, reward, params, init_state, k, horizon,
                                              reparameterize=estimator == "pathwise"))(keys)
   rewards = rollout.rewards
-  discounts = gamma.astype(rewards.dtype) ** jnp.arange(rewards.shape[1], dtype=rewards.dtype)[None, :]
-  value = jnp.mean(jnp.sum(rewards * discounts, axis=1))
+  value = jnp.mean(jnp.sum(rewards * rl.time_weights(gamma, rewards.shape[1], rewards.dtype), axis=1))
   if estimator == "pathwise":
     return value
   mask = jnp.ones(rewards.shape, rewards.dtype)

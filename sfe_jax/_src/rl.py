@@ -92,8 +92,10 @@ def _continues(m: Array) -> Array:
   return jnp.concatenate([m[:, 1:], jnp.zeros((m.shape[0], 1), m.dtype)], axis=1)
 
 
-def _time_weights(gamma: Array, num_steps: int, dtype) -> Array:
-  """``[1, T]`` discount weights ``gamma^t`` (explicit ranks: no implicit rank promotion against ``[B, T]``)."""
+def time_weights(gamma: Array, num_steps: int, dtype, discount: bool = True) -> Array:
+  """``[1, T]`` per-step weights ``gamma^t`` (or ones without ``discount``), explicitly ranked against ``[B, T]``."""
+  if not discount:
+    return jnp.ones((1, num_steps), dtype)
   return gamma.astype(dtype) ** jnp.arange(num_steps, dtype=dtype)[None, :]
 
 
@@ -256,10 +258,10 @@ def reinforce_loss(
   g = discounted_returns(rewards, mask, gamma).astype(dtype)
   if reward_to_go:
     returns = g
-    weights = _time_weights(gamma, t, dtype) if time_discount else jnp.ones((1, t), dtype)
+    weights = time_weights(gamma, t, dtype, time_discount)
   else:
     returns = jnp.broadcast_to(g[:, :1], (b, t)) * m
-    weights = jnp.ones((1, t), dtype)
+    weights = time_weights(gamma, t, dtype, discount=False)
   if baseline is None:
     adv = returns
   elif isinstance(baseline, str):
@@ -346,7 +348,7 @@ def actor_critic_loss(
   dtype = jnp.result_type(log_probs.dtype, values.dtype, rewards.dtype, float)
   m = _float_mask(mask, dtype)
   adv = _sg(gae(rewards, _sg(values), mask, gamma, lam, bootstrap_value)).astype(dtype)
-  weights = _time_weights(gamma, t, dtype) if time_discount else jnp.ones((1, t), dtype)
+  weights = time_weights(gamma, t, dtype, time_discount)
   policy_loss = -jnp.sum(m * weights * log_probs.astype(dtype) * adv) / b
   targets = _sg(adv + values.astype(dtype))
   value_loss = 0.5 * jnp.sum(m * (values.astype(dtype) - targets) ** 2) / b
@@ -557,7 +559,7 @@ def off_policy_value(
   b, t = rho.shape
   dtype = rho.dtype
   m = _float_mask(mask, dtype)
-  disc = _time_weights(gamma, t, dtype) * m * rewards.astype(dtype)
+  disc = time_weights(gamma, t, dtype) * m * rewards.astype(dtype)
   if estimator in ("ordinary", "weighted"):
     w = jnp.prod(rho, axis=1)
     ret = jnp.sum(disc, axis=1)
