@@ -40,8 +40,8 @@ suites:
               training (--data for binarized MNIST; the quick preset uses fewer latents, see vae.md).
   rl          Policy gradients (sfe_jax.rl) on gymnax CartPole-v1: REINFORCE with a leave-one-out or a learned
               value baseline and PPO trained until the mean return of sampled evaluation episodes is 500 (the
-              cap): environment steps and seconds to solve, learning curves, and the variance of six
-              policy-gradient estimators (no baseline, mean, leave-one-out, value, actor-critic GAE, PPO's first
+              cap): environment steps and seconds to solve, learning curves, and the variance of five
+              policy-gradient estimators (no baseline, leave-one-out, value, actor-critic GAE, PPO's first
               step) at fixed parameters along training, and the time of the losses' gradients against
               hand-written JAX.
   all         All six.

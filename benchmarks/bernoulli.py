@@ -39,7 +39,8 @@ Estimators (``evaluations`` = evaluations of ``f`` per estimate, recorded in eve
 excluded), and ``work_normalised_variance = variance * seconds_per_estimate``.
 
 Training: for each ``p0`` in ``training_p0s`` and each of REINFORCE, REBAR and RELAX, ``phi`` starts at 0 and
-takes ``steps`` Adam steps (``learning_rate``) with one sample per step; REBAR (``sfe.rebar(0.5, 1.0)``) and
+takes ``steps`` Adam steps (``learning_rate``) with one sample per step (``num_samples=3`` for REBAR, which
+evaluates ``f`` three times per sample); REBAR (``sfe.rebar(0.5, 1.0)``) and
 RELAX (the control above, as initial value) train their control with ``optax.adam(control_learning_rate)``
 in the same jitted step (the one-call pattern of ``sfe.relax``); the whole run is one ``lax.scan``. The curve
 records, every ``log_every`` steps, ``[step, phi, exact loss F(phi), variance estimate]``, the variance
@@ -71,6 +72,7 @@ SUITE = "bernoulli"
 ESTIMATORS = ("REINFORCE", "LOO", "ARM", "DisARM", "RELAX", "Gumbel")
 WITH_CLOSED_FORM = ("REINFORCE", "LOO", "ARM", "DisARM")
 TRAINING_ESTIMATORS = ("REINFORCE", "REBAR", "RELAX")
+TRAINING_EVALUATIONS = {"REINFORCE": 1, "REBAR": 3, "RELAX": 1}  # one sample per step; REBAR evaluates f 3 times
 NUM_SAMPLES = {"REINFORCE": 1, "LOO": 2, "ARM": 2, "DisARM": 2, "RELAX": 2, "Gumbel": 1}
 EVALUATIONS = dict(NUM_SAMPLES)  # evaluations of f per estimate
 GUMBEL_TEMPERATURE = 0.5
@@ -235,7 +237,8 @@ def _check(config: BernoulliConfig) -> None:
 
 
 def dist_builder(params):
-  return distrax.Bernoulli(logits=params["logits"])
+  # Float bits: the relaxation-based estimators (Gumbel, REBAR) need the samples' own dtype to hold relaxed values.
+  return distrax.Bernoulli(logits=params["logits"], dtype=jnp.float32)
 
 
 def _cost(p0):
@@ -361,8 +364,8 @@ def measure_training(config: BernoulliConfig, p0: float, label: str, key: jax.Ar
 
   def step(carry, k):
     params, opt_state, est_state = carry
-    value, grads, est_state = sfe.value_and_grad(estimator, f, dist_builder, params, k, num_samples=1,
-                                                 state=est_state)
+    value, grads, est_state = sfe.value_and_grad(estimator, f, dist_builder, params, k,
+                                                 num_samples=TRAINING_EVALUATIONS[label], state=est_state)
     updates, opt_state = opt.update(grads, opt_state)
     new_params = optax.apply_updates(params, updates)
     return (new_params, opt_state, est_state), (params["logits"], grads["logits"], value)
@@ -401,7 +404,7 @@ def measure_training(config: BernoulliConfig, p0: float, label: str, key: jax.Ar
     control = {k: np.asarray(v).tolist() for k, v in est_state.control_params.items()}
   return {
       "suite": SUITE, "kind": "training", "problem": f"p0={p0}", "p0": p0, "estimator": label,
-      "num_samples": 1, "steps": config.steps, "learning_rate": config.learning_rate,
+      "num_samples": TRAINING_EVALUATIONS[label], "steps": config.steps, "learning_rate": config.learning_rate,
       "control_learning_rate": config.control_learning_rate if label != "REINFORCE" else None,
       "final_phi": final_phi, "final_p": final_p, "final_loss": exact_loss(p0, final_p),
       "initial_loss": exact_loss(p0, 0.5), "optimum_loss": p0 ** 2 if p0 <= 0.5 else (1 - p0) ** 2,

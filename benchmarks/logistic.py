@@ -256,6 +256,7 @@ def measure_training(config: LogisticConfig, label: str, key: jax.Array) -> dict
   n, dim = x_np.shape
   estimator = build_estimator(label)
   num_samples = samples_per_step(label, config)
+  per_sample = evaluations_per_sample(label, dim)  # sfe's num_samples counts evaluations of f
   steps, bs = config.steps, config.batch_size
   key_train, key_var = jax.random.split(key)
   key_eval = cell_key(config, f"{SUITE}/evaluation")  # shared by all cells: the same q gives the same ELBO
@@ -267,7 +268,7 @@ def measure_training(config: LogisticConfig, label: str, key: jax.Array) -> dict
     idx = jax.random.choice(k_batch, n, (bs,), replace=False)
     f = make_cost(x[idx], y[idx], float(n))
     _, grads, est_state = sfe.value_and_grad(estimator, f, dist_builder, params, k_est,
-                                             num_samples=num_samples, state=est_state)
+                                             num_samples=num_samples * per_sample, state=est_state)
     kl_grads = jax.grad(kl_to_prior)(params)
     lr = config.learning_rate * jnp.cos(0.5 * jnp.pi * t.astype(jnp.float32) / steps)
     params = jax.tree.map(lambda p, g, gk: p + lr * (g - gk), params, grads, kl_grads)
@@ -283,7 +284,8 @@ def measure_training(config: LogisticConfig, label: str, key: jax.Array) -> dict
 
   def moments(params, est_state, k, xb, yb):
     m = sfe.diagnostics.gradient_moments(estimator, make_cost(xb, yb, float(n)), dist_builder, params, k,
-                                         num_samples=1, num_repeats=config.num_repeats, state=est_state)
+                                         num_samples=per_sample, num_repeats=config.num_repeats,
+                                         state=est_state)
     return m.variance, m.mean
 
   params = initial_params(dim)
@@ -319,7 +321,6 @@ def measure_training(config: LogisticConfig, label: str, key: jax.Array) -> dict
     params, est_state = jax.block_until_ready(
         compiled_segment(params, est_state, jax.random.fold_in(key_train, s), jnp.asarray(s, jnp.int32)))
     train_seconds += time.perf_counter() - start
-  per_sample = evaluations_per_sample(label, dim)
   coeff = coefficient_evaluations(label, dim)
   params_np = jax.device_get(params)
   return {

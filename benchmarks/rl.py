@@ -18,7 +18,7 @@ valid steps (the sum of the masks): the padding after an episode's end is comput
 
 Methods (``METHODS``), each trained with the library's losses, ``gamma`` = 0.99:
 
-* ``REINFORCE + leave-one-out``: ``rl.reinforce_loss(..., baseline="leave_one_out")``, reward-to-go,
+* ``REINFORCE + leave-one-out``: ``rl.reinforce_loss(..., baseline=sfe.baselines.leave_one_out())``, reward-to-go,
   ``time_discount=False`` (the usual practice: with the ``gamma^t`` weight, 0.99^400 = 0.018, the late steps
   of a 500-step episode would barely count). One Adam step per batch of ``reinforce_batch`` episodes. A critic is
   regressed on the returns alongside (``rl.ppo_value_loss`` with ``clip_eps=None``) only so that the variance
@@ -44,12 +44,11 @@ to 1/3 and 2/3 of the environment steps to solved, or of the whole run if it did
 and critic parameters, ``num_repeats`` independent batches of ``variance_batch`` episodes; on each, the
 gradient with respect to the policy parameters of every estimator in ``ESTIMATORS``:
 
-* ``REINFORCE``: ``rl.reinforce_loss`` without baseline; ``+ mean``, ``+ leave-one-out``, ``+ value``
-  (the critic at that checkpoint): the same with that baseline. All with reward-to-go and
-  ``time_discount=False``. ``None``, leave-one-out and value share one expectation (the usual
-  policy gradient, which drops ``gamma^t``; unbiased for the discounted objective only with
-  ``time_discount=True``); ``mean`` is exactly ``(n - 1)/n`` times leave-one-out (``n`` episodes running at
-  ``t``): slightly shrunk, biased.
+* ``REINFORCE``: ``rl.reinforce_loss`` without baseline; ``+ leave-one-out``, ``+ value`` (the critic at that
+  checkpoint): the same with that baseline. All with reward-to-go and ``time_discount=False``. The three
+  share one expectation (the usual policy gradient, which drops ``gamma^t``; unbiased for the discounted
+  objective only with ``time_discount=True``). (A batch-mean baseline that includes the episode itself gives
+  exactly ``(n - 1)/n`` times the leave-one-out gradient, the same ratio below; it is not measured.)
 * ``actor-critic (GAE)``: ``rl.actor_critic_loss`` with ``lam``, bootstrapped at the cap,
   ``time_discount=False``: biased unless the critic is exact (``lam < 1``).
 * ``PPO (first step)``: ``rl.ppo_loss`` at ``old_log_probs = log_probs`` (ratio 1) on the same GAE
@@ -92,6 +91,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import sfe_jax as sfe
 import sfe_jax.rl as rl
 from benchmarks import report
 from benchmarks import store
@@ -102,8 +102,9 @@ ENV_NAME = "CartPole-v1"
 METHODS = ("REINFORCE + leave-one-out", "REINFORCE + value baseline", "PPO")
 SLUGS = {"REINFORCE + leave-one-out": "reinforce_loo", "REINFORCE + value baseline": "reinforce_value",
          "PPO": "ppo"}
-ESTIMATORS = ("REINFORCE", "REINFORCE + mean", "REINFORCE + leave-one-out", "REINFORCE + value",
+ESTIMATORS = ("REINFORCE", "REINFORCE + leave-one-out", "REINFORCE + value",
               "actor-critic (GAE)", "PPO (first step)")
+LEAVE_ONE_OUT = sfe.baselines.leave_one_out()
 MAX_GRAD_NORM = 0.5  # PPO's global gradient-norm clipping
 VALUE_COEF = 0.5  # PPO's weight of the value loss
 
@@ -326,7 +327,7 @@ def make_update(env, env_params, config: RLConfig, method: str):
       params, opt_state = carry
       batch = rollout(env, env_params, params["policy"], key, config.reinforce_batch, config.horizon)
       values = value(params["critic"], batch.obs)
-      baseline = "leave_one_out" if baseline_kind == "leave_one_out" else values
+      baseline = LEAVE_ONE_OUT if baseline_kind == "leave_one_out" else values
 
       def policy_loss(pp):
         return rl.reinforce_loss(log_probs(pp, batch), batch.rewards, batch.mask, gamma, baseline=baseline,
@@ -417,8 +418,7 @@ def gradient_estimates(env, env_params, config: RLConfig, params, key: jax.Array
 
   losses = {
       "REINFORCE": reinforce(None),
-      "REINFORCE + mean": reinforce("mean"),
-      "REINFORCE + leave-one-out": reinforce("leave_one_out"),
+      "REINFORCE + leave-one-out": reinforce(LEAVE_ONE_OUT),
       "REINFORCE + value": reinforce(values),
       "actor-critic (GAE)": lambda lp: rl.actor_critic_loss(lp, values, r, m, gamma, config.lam,
                                                             bootstrap_value=boot, time_discount=False)[1].policy_loss,
@@ -479,7 +479,7 @@ def overhead_functions(config: RLConfig) -> dict[str, Callable]:
     del key
     b = inputs["batch"]
     loss = lambda pp: rl.reinforce_loss(log_probs(pp, b), b.rewards, b.mask, gamma,  # noqa: E731
-                                        baseline="leave_one_out", time_discount=False)
+                                        baseline=LEAVE_ONE_OUT, time_discount=False)
     return jax.grad(loss)(inputs["policy"])
 
   def hand_reinforce(inputs, key):
@@ -794,8 +794,8 @@ def to_markdown(records: list[dict[str, Any]], config: RLConfig, env: dict[str, 
             + ", ".join(f"{p:.2g}" for p in config.variance_points if p > 0) +
             " of the way to solved); per estimator: tr Cov = sum over the policy parameters of the variance of "
             "the gradient estimate of one batch, |E g|^2 = squared norm of the mean over the batches, and their "
-            "ratio (scale-free). The REINFORCE rows (reward-to-go, time_discount=False) share one expectation "
-            "except the mean baseline ((n-1)/n times leave-one-out); actor-critic (GAE lambda, bootstrapped) and "
+            "ratio (scale-free). The REINFORCE rows (reward-to-go, time_discount=False) share one expectation; "
+            "actor-critic (GAE lambda, bootstrapped) and "
             "PPO are biased unless the critic is exact; PPO's first-step gradient is the actor-critic one times "
             "B / (valid steps).",
             report.markdown_table(["method", "run", "checkpoint", "eval return", "estimator", "tr Cov", "|E g|^2",

@@ -110,7 +110,8 @@ def dist_builder(params):
 
 
 def bernoulli_builder(params):
-  return distrax.Bernoulli(logits=params["logits"])
+  # Float bits: the relaxation-based estimators need the samples' own dtype to hold relaxed values.
+  return distrax.Bernoulli(logits=params["logits"], dtype=jnp.float32)
 
 
 def initial_params(family: str, dim: int) -> dict[str, jax.Array]:
@@ -126,7 +127,8 @@ def _relax_control(cp, z):
 def _build_estimator(name: str) -> sfe.Estimator:
   builders = {"score_function": sfe.score_function,
               "score_function_loo": lambda: sfe.score_function(sfe.baselines.leave_one_out()),
-              "pathwise": sfe.pathwise, "iwae": sfe.iwae, "dreg": sfe.dreg, "vimco": sfe.vimco,
+              "pathwise": sfe.pathwise, "iwae": sfe.objectives.iwae, "dreg": sfe.objectives.dreg,
+              "vimco": sfe.objectives.vimco,
               "measure_valued": sfe.measure_valued, "arm": sfe.arm, "disarm": sfe.disarm,
               "gumbel_softmax": lambda: sfe.gumbel_softmax(GUMBEL_TEMPERATURE),
               "straight_through": sfe.straight_through, "rebar": sfe.rebar,
@@ -141,13 +143,21 @@ def _build_estimator(name: str) -> sfe.Estimator:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def sfe_function(name: str, num_samples: int) -> Callable:
-  """``(params, key) -> (value, grads)`` through sfe_jax."""
+def evaluations_per_sample(name: str, dim: int) -> int:
+  """Evaluations of ``f`` per sample: sfe's ``num_samples`` counts evaluations, this suite counts samples."""
+  per_sample = EVALUATIONS_PER_SAMPLE.get(name, 1)
+  return 4 * dim if per_sample == "4D" else per_sample
+
+
+def sfe_function(name: str, num_samples: int, dim: int) -> Callable:
+  """``(params, key) -> (value, grads)`` through sfe_jax, with ``num_samples`` samples of dimension ``dim``."""
   estimator = _build_estimator(name)
   cost, builder = (f, dist_builder) if FAMILY[name] == "normal" else (f_bits, bernoulli_builder)
+  evaluations = num_samples * evaluations_per_sample(name, dim)
+  entry = sfe.objectives.value_and_grad if name in ("iwae", "dreg", "vimco") else sfe.value_and_grad
 
   def run(params, key):
-    value, grads, _ = sfe.value_and_grad(estimator, cost, builder, params, key, num_samples=num_samples)
+    value, grads, _ = entry(estimator, cost, builder, params, key, num_samples=evaluations)
     return value, grads
 
   return run
@@ -296,8 +306,7 @@ def time_interleaved(functions: dict[str, Callable], params: Any, key: jax.Array
 
 def elements(name: str, dim: int, n: int) -> int:
   """Array elements one call materialises, roughly: ``N * D`` per evaluation of f per sample."""
-  per_sample = 4 * dim if name == "measure_valued" else 1
-  return n * dim * per_sample
+  return n * dim * (4 * dim if name == "measure_valued" else 1)
 
 
 def measure_size(config: ThroughputConfig, dim: int, n: int) -> list[dict[str, Any]]:
@@ -321,7 +330,7 @@ def _measure_family(config: ThroughputConfig, family: str, names: list[str], dim
   records = []
   functions = {"forward": forward_function(n, family)}
   for name in names:
-    functions[f"{name}/sfe"] = sfe_function(name, n)
+    functions[f"{name}/sfe"] = sfe_function(name, n, dim)
     if name in HAND_WRITTEN:
       functions[f"{name}/hand"] = hand_function(name, n)
       functions[f"{name}/hand-copy"] = hand_function(name, n)

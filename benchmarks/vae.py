@@ -221,7 +221,8 @@ def entropy(logits):
 
 
 def dist_builder(p):
-  return distrax.Bernoulli(logits=p["logits"])
+  # Float bits: the Gumbel-softmax relaxation needs the samples' own dtype to hold relaxed values.
+  return distrax.Bernoulli(logits=p["logits"], dtype=jnp.float32)
 
 
 # ----------------------------------------------------------------------------------------------------------

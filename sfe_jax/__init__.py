@@ -9,12 +9,14 @@ Estimate ``grad_params E_{x ~ dist_builder(params)}[f(x)]`` with one interface o
 from sfe_jax import baselines as baselines
 from sfe_jax import control_variates as control_variates
 from sfe_jax import diagnostics as diagnostics
-from sfe_jax import dice as dice
+from sfe_jax import objectives as objectives
 from sfe_jax import rl as rl
 from sfe_jax._src.antithetic import arm as arm
 from sfe_jax._src.antithetic import disarm as disarm
 from sfe_jax._src.base import EmptyState as EmptyState
 from sfe_jax._src.base import Estimator as Estimator
+from sfe_jax._src.base import HigherOrderError as HigherOrderError
+from sfe_jax._src.base import SampleCount as SampleCount
 from sfe_jax._src.base import expectation as expectation
 from sfe_jax._src.base import value_and_grad as value_and_grad
 from sfe_jax._src.control_variates import with_control_variate as with_control_variate
@@ -22,9 +24,6 @@ from sfe_jax._src.distributions import is_reparameterizable as is_reparameteriza
 from sfe_jax._src.distributions import register_reparameterizable as register_reparameterizable
 from sfe_jax._src.enumeration import enumerate as enumerate  # pylint: disable=redefined-builtin
 from sfe_jax._src.measure_valued import measure_valued as measure_valued
-from sfe_jax._src.multi_sample import dreg as dreg
-from sfe_jax._src.multi_sample import iwae as iwae
-from sfe_jax._src.multi_sample import vimco as vimco
 from sfe_jax._src.pathwise import pathwise as pathwise
 from sfe_jax._src.relax import rebar as rebar
 from sfe_jax._src.relax import relax as relax
@@ -40,26 +39,25 @@ __all__ = (
     "baselines",
     "control_variates",
     "diagnostics",
-    "dice",
     "disarm",
-    "dreg",
     "EmptyState",
     "enumerate",
     "Estimator",
     "expectation",
     "gumbel_softmax",
+    "HigherOrderError",
     "is_reparameterizable",
-    "iwae",
     "measure_valued",
+    "objectives",
     "pathwise",
     "rebar",
     "register_reparameterizable",
     "rl",
+    "SampleCount",
     "relax",
     "score_function",
     "straight_through",
     "unordered_set",
     "value_and_grad",
-    "vimco",
     "with_control_variate",
 )

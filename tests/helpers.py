@@ -26,6 +26,15 @@ def repeated_estimates(estimator, f, dist_builder, params, key, *, num_samples, 
   return run(key)
 
 
+def smallest_num_samples(estimator, dist_builder, params, at_least=1):
+  """The smallest ``num_samples`` (evaluations of f) that ``estimator`` accepts here, and at least ``at_least``."""
+  count = estimator.sample_count(dist_builder(params))
+  n = count.smallest
+  while n < at_least:
+    n += count.multiple
+  return n
+
+
 def mean_and_se(samples):
   x = np.asarray(samples, dtype=np.float64)
   return x.mean(axis=0), x.std(axis=0, ddof=1) / np.sqrt(x.shape[0])

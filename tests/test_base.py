@@ -117,10 +117,16 @@ def test_builder_returning_a_non_distribution():
     sfe.value_and_grad(sfe.score_function(), f, lambda p: p, PARAMS, KEY, num_samples=4)
 
 
-def test_integer_params_refused():
-  with pytest.raises(TypeError, match=r"params\['loc'\] has dtype int32"):
-    sfe.value_and_grad(sfe.score_function(), f, build, {"loc": jnp.zeros(3, jnp.int32), "scale": jnp.ones(3)},
+def test_params_without_a_floating_point_array_are_refused():
+  with pytest.raises(TypeError, match=r"at least one floating-point array leaf.*params\['loc'\]: array of dtype int32"):
+    sfe.value_and_grad(sfe.score_function(), f, build, {"loc": jnp.zeros(3, jnp.int32), "scale": 1.0},
                        KEY, num_samples=4)
+
+
+def test_integer_leaves_are_passed_through_with_no_gradient():
+  params = {"loc": jnp.zeros(3, jnp.int32), "scale": jnp.ones(3)}
+  value, grads, _ = sfe.value_and_grad(sfe.score_function(), f, build, params, KEY, num_samples=4)
+  assert grads["loc"] is None and grads["scale"].shape == (3,)
 
 
 def test_not_an_estimator():

@@ -16,7 +16,7 @@ import pytest
 
 import sfe_jax as sfe
 from helpers import (assert_mean, bernoulli_support, categorical_support, enumerate_expectation, flat, flat1,
-                     repeated_estimates)
+                     repeated_estimates, smallest_num_samples)
 
 KEY = jax.random.key(0)
 R = 8000
@@ -100,8 +100,8 @@ TRANSFORM_CASES = [pytest.param(e, p, id=f"{e}-{p.name}",
                                 marks=() if p.name in _FAST_PROBLEMS else pytest.mark.slow) for e, p in CASES]
 
 
-def _num_samples(est):
-  return max(2, est.min_samples, est.sample_multiple)
+def _num_samples(est, problem):
+  return smallest_num_samples(est, problem.build, problem.params, at_least=2)
 
 
 @pytest.mark.parametrize("name, problem", CASES, ids=IDS)
@@ -110,7 +110,7 @@ def test_unbiased_with_right_structure(name, problem):
   f = lambda x: problem.f(x, 1.0)
   exact = jax.grad(problem.exact)(problem.params, 1.0)
   values, grads = repeated_estimates(est, f, problem.build, problem.params, KEY,
-                                     num_samples=_num_samples(est), num_repeats=R)
+                                     num_samples=_num_samples(est, problem), num_repeats=R)
   assert jax.tree.structure(grads) == jax.tree.structure(problem.params)
   for g, p in zip(jax.tree.leaves(grads), jax.tree.leaves(problem.params)):
     assert g.shape == (R,) + p.shape and g.dtype == p.dtype
@@ -121,7 +121,7 @@ def test_unbiased_with_right_structure(name, problem):
 @pytest.mark.parametrize("name, problem", TRANSFORM_CASES)
 def test_transformations_agree(name, problem):
   est, _ = ESTIMATORS[name]
-  n = _num_samples(est)
+  n = _num_samples(est, problem)
   f = lambda x: problem.f(x, 1.0)
   vg = lambda p, k: sfe.value_and_grad(est, f, problem.build, p, k, num_samples=n)[:2]
   jvg = jax.jit(vg)
@@ -152,7 +152,7 @@ def test_transformations_agree(name, problem):
 @pytest.mark.parametrize("name, problem", CASES, ids=IDS)
 def test_gradient_of_what_f_closes_over(name, problem):
   est, _ = ESTIMATORS[name]
-  n = _num_samples(est)
+  n = _num_samples(est, problem)
 
   @jax.jit
   def grads_w(keys):

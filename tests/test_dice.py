@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sfe_jax import dice
+import sfe_jax as sfe
 from helpers import assert_mean, assert_variance
 
 KEY = jax.random.key(0)
@@ -68,7 +68,7 @@ def _single_sample_surrogate(f, theta, eps, baseline=None):
   x = jax.lax.stop_gradient(theta[0] + theta[1] * eps)
   log_probs = dist.log_prob(x)[None]
   baselines = None if baseline is None else jnp.full((1,), baseline)
-  return dice.surrogate(f(x)[None], log_probs, baselines=baselines)
+  return sfe.objectives.dice(f(x)[None], log_probs, baselines=baselines)
 
 
 def _per_sample_derivatives(name, num_samples, baseline=None):
@@ -182,7 +182,7 @@ def ipd_surrogate(theta, states, a1, a2, baselines=None):
   log_probs = (jnp.where(a1 == 0, jax.nn.log_sigmoid(logit1), jax.nn.log_sigmoid(-logit1))
                + jnp.where(a2 == 0, jax.nn.log_sigmoid(logit2), jax.nn.log_sigmoid(-logit2)))
   costs = GAMMA ** jnp.arange(HORIZON) * REWARD_1[2 * a1 + a2]
-  return dice.surrogate(costs, log_probs, baselines=baselines)
+  return sfe.objectives.dice(costs, log_probs, baselines=baselines)
 
 
 def ipd_estimates(theta, key, batch, use_baseline, order):
@@ -261,8 +261,8 @@ def test_ipd_second_order_dice_matches_exact_hessian():
 def test_sequence_equals_explicit_lower_triangular_dependencies():
   log_probs = jax.random.normal(jax.random.key(2), (3, 4))
   costs = jax.random.normal(jax.random.key(3), (3, 4))
-  seq = lambda lp: dice.surrogate(costs, lp)
-  gen = lambda lp: dice.surrogate(costs, lp, dependencies=np.tril(np.ones((4, 4), bool)))
+  seq = lambda lp: sfe.objectives.dice(costs, lp)
+  gen = lambda lp: sfe.objectives.dice(costs, lp, dependencies=np.tril(np.ones((4, 4), bool)))
   np.testing.assert_allclose(seq(log_probs), costs.sum(-1).mean(), rtol=1e-6)
   np.testing.assert_allclose(gen(log_probs), seq(log_probs), rtol=1e-6)
   np.testing.assert_allclose(jax.hessian(gen)(log_probs), jax.hessian(seq)(log_probs), rtol=1e-5, atol=1e-6)
@@ -290,7 +290,7 @@ def test_general_graph_two_independent_nodes():
   xs = (jax.random.uniform(KEY, (n, 2)) < jax.nn.sigmoid(phi)).astype(jnp.float32)
   def one(phi, x):
     log_probs = jnp.where(x == 1, jax.nn.log_sigmoid(phi), jax.nn.log_sigmoid(-phi))
-    return dice.surrogate(jnp.stack([f0(x[0]), f1(x[0], x[1])]), log_probs, dependencies=dep)
+    return sfe.objectives.dice(jnp.stack([f0(x[0]), f1(x[0], x[1])]), log_probs, dependencies=dep)
   grads = jax.jit(jax.vmap(jax.grad(one), (None, 0)))(phi, xs)
   hessians = jax.jit(jax.vmap(jax.hessian(one), (None, 0)))(phi, xs)
   assert_mean(grads, jax.grad(exact)(phi), what="general-graph gradient")
@@ -300,9 +300,9 @@ def test_general_graph_two_independent_nodes():
 
 def test_magic_box():
   x = jnp.array(0.7)
-  assert dice.magic_box(x) == 1.0
-  np.testing.assert_allclose(jax.grad(lambda t: dice.magic_box(3 * t))(x), 3.0)
-  np.testing.assert_allclose(jax.grad(jax.grad(lambda t: dice.magic_box(t ** 2)))(x), 2 + 4 * 0.7 ** 2,
+  assert sfe.objectives.magic_box(x) == 1.0
+  np.testing.assert_allclose(jax.grad(lambda t: sfe.objectives.magic_box(3 * t))(x), 3.0)
+  np.testing.assert_allclose(jax.grad(jax.grad(lambda t: sfe.objectives.magic_box(t ** 2)))(x), 2 + 4 * 0.7 ** 2,
                              rtol=1e-6)
 
 
@@ -310,7 +310,7 @@ def test_jit_matches_eager():
   log_probs = jax.random.normal(jax.random.key(4), (5, 6))
   costs = jax.random.normal(jax.random.key(5), (5, 6))
   baselines = jax.random.normal(jax.random.key(6), (5, 6))
-  fn = lambda lp: dice.surrogate(costs, lp, baselines=baselines)
+  fn = lambda lp: sfe.objectives.dice(costs, lp, baselines=baselines)
   np.testing.assert_allclose(jax.jit(fn)(log_probs), fn(log_probs), rtol=1e-6)
   np.testing.assert_allclose(jax.jit(jax.grad(fn))(log_probs), jax.grad(fn)(log_probs), rtol=1e-6)
   # The baseline term is 0 in value and subtracts b_w from each node's cost-to-go in the first derivative.
@@ -322,18 +322,18 @@ def test_jit_matches_eager():
 def test_errors():
   c, lp = jnp.zeros((2, 3)), jnp.zeros((2, 3))
   with pytest.raises(ValueError, match="same leading"):
-    dice.surrogate(c, jnp.zeros((3, 3)))
+    sfe.objectives.dice(c, jnp.zeros((3, 3)))
   with pytest.raises(ValueError, match="same last axis"):
-    dice.surrogate(c, jnp.zeros((2, 4)))
+    sfe.objectives.dice(c, jnp.zeros((2, 4)))
   with pytest.raises(ValueError, match=r"shape \(num_costs, num_nodes\)"):
-    dice.surrogate(c, jnp.zeros((2, 4)), dependencies=np.ones((4, 3), bool))
+    sfe.objectives.dice(c, jnp.zeros((2, 4)), dependencies=np.ones((4, 3), bool))
   with pytest.raises(ValueError, match="sequence structure"):
-    dice.surrogate(c, lp, dependencies=np.ones((3, 3), bool), baselines=lp)
+    sfe.objectives.dice(c, lp, dependencies=np.ones((3, 3), bool), baselines=lp)
   with pytest.raises(ValueError, match="shape of `log_probs`"):
-    dice.surrogate(c, lp, baselines=jnp.zeros(3))
+    sfe.objectives.dice(c, lp, baselines=jnp.zeros(3))
   with pytest.raises(TypeError, match="floating-point"):
-    dice.surrogate(jnp.zeros((2, 3), jnp.int32), lp)
+    sfe.objectives.dice(jnp.zeros((2, 3), jnp.int32), lp)
   with pytest.raises(ValueError, match="at least 1 dimension"):
-    dice.surrogate(jnp.zeros(()), jnp.zeros(()))
+    sfe.objectives.dice(jnp.zeros(()), jnp.zeros(()))
   with pytest.raises(TypeError, match="concrete"):
-    jax.jit(lambda d: dice.surrogate(c, lp, dependencies=d))(jnp.ones((3, 3)))
+    jax.jit(lambda d: sfe.objectives.dice(c, lp, dependencies=d))(jnp.ones((3, 3)))

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import sfe_jax as sfe
-from helpers import assert_mean, flat, flat1
+from helpers import assert_mean, flat, flat1, smallest_num_samples
 
 KEY = jax.random.key(0)
 R = 4000
@@ -42,16 +42,16 @@ class Problem(NamedTuple):
   build: Callable
   params: dict
   f: Callable  # f(x): accepts the distribution's samples and, where `relaxable`, floats of the same encoding
-  relaxable: bool  # whether f also accepts relaxed inputs (relaxation-based estimators need it)
+  relaxable: bool  # float bits or one-hot samples, and f accepts relaxed ones (relaxations need both)
 
 
 PROBLEMS = [
-    Problem("bernoulli-3", lambda p: distrax.Bernoulli(logits=p["logits"]),
+    Problem("bernoulli-3", lambda p: distrax.Bernoulli(logits=p["logits"], dtype=jnp.float32),
             {"logits": jnp.array([0.5, -1.0, 2.0])}, _smooth_bits, True),
     Problem("independent-bernoulli-2x2",
-            lambda p: distrax.Independent(distrax.Bernoulli(logits=p["logits"]), 2),
+            lambda p: distrax.Independent(distrax.Bernoulli(logits=p["logits"], dtype=jnp.float32), 2),
             {"logits": jnp.array([[0.3, -0.2], [1.1, -1.4]])}, _smooth_bits, True),
-    Problem("one-hot-2x4", lambda p: distrax.OneHotCategorical(logits=p["logits"]),
+    Problem("one-hot-2x4", lambda p: distrax.OneHotCategorical(logits=p["logits"], dtype=jnp.float32),
             {"logits": jnp.array([[0.5, -1.0, 0.2, 0.0], [0.0, 1.0, -0.3, 0.4]])}, _smooth_one_hot, True),
     Problem("categorical-5", lambda p: distrax.Categorical(logits=p["logits"]),
             {"logits": jnp.array([0.5, -1.0, 0.2, 0.0, 1.5])}, lambda c: _S[c] ** 2 + _S[c], False),
@@ -89,8 +89,8 @@ CASES = [(n, p) for n in ESTIMATORS for p in PROBLEMS if ESTIMATORS[n][1] and _s
 ALL_CASES = [(n, p) for n in ESTIMATORS for p in PROBLEMS if _supports(n, p)]
 
 
-def _num_samples(est):
-  return max(2, est.min_samples, est.sample_multiple)
+def _num_samples(est, problem):
+  return smallest_num_samples(est, problem.build, problem.params, at_least=2)
 
 
 def _value_and_grads(est, problem, num_samples):
@@ -105,14 +105,14 @@ def _value_and_grads(est, problem, num_samples):
 
 
 def _exact(problem):
-  return _value_and_grads(sfe.enumerate(), problem, 1)(KEY)
+  return _value_and_grads(sfe.enumerate(), problem, None)(KEY)
 
 
 @pytest.mark.parametrize("name, problem", CASES, ids=[f"{n}-{p.name}" for n, p in CASES])
 def test_unbiased_against_enumeration(name, problem):
   est = ESTIMATORS[name][0]()
   exact_value, (exact_grads, exact_dw) = _exact(problem)
-  one = _value_and_grads(est, problem, _num_samples(est))
+  one = _value_and_grads(est, problem, _num_samples(est, problem))
   values, (grads, dws) = jax.jit(jax.vmap(one))(jax.random.split(KEY, R))
   assert jax.tree.structure(grads) == jax.tree.structure(problem.params)
   for g, p in zip(jax.tree.leaves(grads), jax.tree.leaves(problem.params)):
@@ -133,7 +133,7 @@ TRANSFORM_CASES = [
 @pytest.mark.parametrize("name, problem", TRANSFORM_CASES)
 def test_transformations_agree(name, problem):
   est = ESTIMATORS[name][0]()
-  n = _num_samples(est)
+  n = _num_samples(est, problem)
   vg = lambda p, k: sfe.value_and_grad(est, problem.f, problem.build, p, k, num_samples=n)[:2]
   value, grads = jax.jit(vg)(problem.params, KEY)
   evalue, egrads = vg(problem.params, KEY)
@@ -164,7 +164,7 @@ EXTREME_CASES = [(n, p) for n in ESTIMATORS for p in _EXTREME if _supports(n, p)
 @pytest.mark.parametrize("name, problem", EXTREME_CASES, ids=[f"{n}-{p.name}" for n, p in EXTREME_CASES])
 def test_extreme_logits_give_finite_values_and_gradients(name, problem):
   est = ESTIMATORS[name][0]()
-  one = _value_and_grads(est, problem, _num_samples(est))
+  one = _value_and_grads(est, problem, _num_samples(est, problem))
   values, (grads, dws) = jax.jit(jax.vmap(one))(jax.random.split(KEY, 64))
   for leaf in [values, dws] + jax.tree.leaves(grads):
     assert np.all(np.isfinite(np.asarray(leaf))), f"{name} on {problem.name}: non-finite output"
@@ -175,4 +175,4 @@ def test_continuous_distribution_is_refused(name):
   est = ESTIMATORS[name][0]()
   with pytest.raises(TypeError, match=r"(?s)needs.*Bernoulli.*got distrax\.Normal"):
     sfe.value_and_grad(est, jnp.sum, lambda p: distrax.Normal(p, 1.0), jnp.zeros(3), KEY,
-                       num_samples=_num_samples(est))
+                       num_samples=6)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import sfe_jax as sfe
 import sfe_jax.rl as rl
 from helpers import mean_and_se
 
@@ -48,7 +49,7 @@ def make_model(differentiable=True):
 
 def gradients(estimator, differentiable=True, repeats=4000, seed=0):
   policy_fn, dynamics, reward, init_state = make_model(differentiable)
-  kwargs = {"num_trajectories": 4, "baseline": "leave_one_out"} if estimator == "score_function" else {}
+  kwargs = {"num_trajectories": 4, "baseline": sfe.baselines.leave_one_out()} if estimator == "score_function" else {}
 
   def one(key):
     return jax.grad(lambda p: rl.model_based_objective(policy_fn, dynamics, reward, p, init_state, key, HORIZON,

@@ -50,7 +50,8 @@ def test_estimators_unbiased_against_each_other():
                                                   params, jax.random.key(1), num_samples=1, num_repeats=1000)
   for label in ("measure-valued",):
     m = logistic.sfe.diagnostics.gradient_moments(logistic.build_estimator(label), f, logistic.dist_builder,
-                                                  params, jax.random.key(2), num_samples=1, num_repeats=1000)
+                                                  params, jax.random.key(2), num_samples=124,  # 4 D
+                                                  num_repeats=1000)
     for name in logistic.PARAM_NAMES:
       se = np.sqrt(np.asarray(m.std_error[name]) ** 2 + np.asarray(ref.std_error[name]) ** 2)
       z = np.abs(np.asarray(m.mean[name]) - np.asarray(ref.mean[name])) / np.maximum(se, 1e-6)

@@ -9,7 +9,7 @@ import pytest
 import sfe_jax as sfe
 from gaussian_reference import IDS, PARAMS, ROWS, dist_builder, loc_scale_columns
 from helpers import (NUM_SE, assert_mean, assert_variance, bernoulli_support, categorical_support,
-                     enumerate_expectation, flat, flat1, repeated_estimates, variance_and_se)
+                     enumerate_expectation, flat, flat1, repeated_estimates, smallest_num_samples, variance_and_se)
 
 KEY = jax.random.key(0)
 R = 40_000  # single-sample repeats for the Gaussian reference problems
@@ -26,8 +26,8 @@ SQUARE_IDS = [f"k={r.k}" for r in SQUARE_ROWS]
 
 @pytest.mark.parametrize("row", ROWS, ids=IDS)
 def test_coupled_mean_and_variance(row):
-  values, grads = repeated_estimates(sfe.measure_valued(), row.f, dist_builder, PARAMS, KEY, num_samples=1,
-                                     num_repeats=R)
+  values, grads = repeated_estimates(sfe.measure_valued(), row.f, dist_builder, PARAMS, KEY, num_samples=4,
+                                     num_repeats=R)  # one base sample: 4 evaluations of f
   g = loc_scale_columns(grads)
   assert_mean(g, row.grad, what=f"MVD mean on {row.name}, k={row.k}")
   assert_variance(g, row.var_mvd, what=f"MVD variance on {row.name}, k={row.k}")
@@ -49,7 +49,7 @@ def _uncoupled_square_variance(k, mu=1.0, sigma=1.0):
 @pytest.mark.parametrize("row", SQUARE_ROWS, ids=SQUARE_IDS)
 def test_uncoupled_unbiased_with_exact_variance(row):
   values, grads = repeated_estimates(sfe.measure_valued(coupling=False), row.f, dist_builder, PARAMS, KEY,
-                                     num_samples=1, num_repeats=R)
+                                     num_samples=4, num_repeats=R)
   g = loc_scale_columns(grads)
   assert_mean(g, row.grad, what=f"uncoupled MVD mean on k={row.k}")
   exact = _uncoupled_square_variance(row.k)
@@ -83,8 +83,9 @@ def test_multivariate_gaussian_quadratic(family, coupling):
   f = lambda x: jnp.sum(w * (x - k) ** 2)
   # The Gaussian path broadcasts explicitly (distrax.Bernoulli's sampler does not, so only here).
   with jax.numpy_rank_promotion("raise"):
-    values, grads = repeated_estimates(sfe.measure_valued(coupling=coupling), f, build, params, KEY,
-                                       num_samples=1, num_repeats=R_SMALL)
+    est = sfe.measure_valued(coupling=coupling)
+    values, grads = repeated_estimates(est, f, build, params, KEY,
+                                       num_samples=smallest_num_samples(est, build, params), num_repeats=R_SMALL)
   for g, p in zip(jax.tree.leaves(grads), jax.tree.leaves(params)):
     assert g.shape == (R_SMALL,) + p.shape and g.dtype == p.dtype
   exact_value, exact_grad = jax.jit(jax.value_and_grad(closed))(params)
@@ -133,7 +134,8 @@ def test_discrete_unbiased(name):
   build, params, f, support = DISCRETE[name]
   exact = jax.jit(jax.value_and_grad(lambda p: enumerate_expectation(f, build, p, support)))
   exact_value, exact_grad = exact(params)
-  values, grads = repeated_estimates(sfe.measure_valued(), f, build, params, KEY, num_samples=1,
+  values, grads = repeated_estimates(sfe.measure_valued(), f, build, params, KEY,
+                                     num_samples=smallest_num_samples(sfe.measure_valued(), build, params),
                                      num_repeats=R_SMALL)
   assert_mean(flat(grads), flat1(exact_grad), what=f"{name} gradient")
   assert_mean(np.asarray(values), exact_value, what=f"{name} value")
@@ -147,7 +149,7 @@ def test_bernoulli_shared_logit_reference():
   # -0.045, and f is separable, so every single-sample estimate is exact.
   build = lambda p: distrax.Bernoulli(logits=jnp.broadcast_to(p["phi"], (3,)))
   _, grads = repeated_estimates(sfe.measure_valued(), lambda b: jnp.sum((b - P0) ** 2), build,
-                                {"phi": jnp.asarray(0.0)}, KEY, num_samples=1, num_repeats=100)
+                                {"phi": jnp.asarray(0.0)}, KEY, num_samples=6, num_repeats=100)  # 2 D = 6
   np.testing.assert_allclose(np.asarray(grads["phi"]), -0.045, rtol=1e-5)
 
 
@@ -168,7 +170,8 @@ CONTRACT = {
                          ids=[f"{name}-coupled" for name in CONTRACT] + ["mvn-diag-uncoupled"])
 def test_transformations_agree(name, coupling):
   build, params, fw = CONTRACT[name]
-  est, n = sfe.measure_valued(coupling=coupling), 3
+  est, base_samples = sfe.measure_valued(coupling=coupling), 3
+  n = base_samples * smallest_num_samples(est, build, params)  # evaluations of f
   f = lambda x: fw(x, 1.0)
   vg = lambda p, k: sfe.value_and_grad(est, f, build, p, k, num_samples=n)[:2]
   surrogate = lambda p: sfe.expectation(est, f, build, p, KEY, num_samples=n)[0]
@@ -188,7 +191,7 @@ def test_transformations_agree(name, coupling):
            "vmap": jax.vmap(vg)(batched, keys),
            "loop": [vg(unstack(batched, i), keys[i]) for i in range(2)]}
     if name in ("bernoulli", "categorical"):  # The value is the plain mean of f over the base samples.
-      out["mc_mean"] = jnp.mean(jax.vmap(f)(build(params).sample(seed=KEY, sample_shape=(n,))))
+      out["mc_mean"] = jnp.mean(jax.vmap(f)(build(params).sample(seed=KEY, sample_shape=(base_samples,))))
     return out
 
   out = run(params, batched, keys)
@@ -226,8 +229,8 @@ def test_cost_and_f_never_differentiated(name, build, params, per_sample):
     return np.sum(np.asarray(x, np.float32).reshape(x.shape[0], -1) ** 2, axis=1)
 
   f = lambda x: jax.pure_callback(host_f, jax.ShapeDtypeStruct((), jnp.float32), x, vmap_method="expand_dims")
-  n = 3
-  vg = jax.jit(lambda p: sfe.value_and_grad(sfe.measure_valued(), f, build, p, KEY, num_samples=n))
+  n = 3  # base samples
+  vg = jax.jit(lambda p: sfe.value_and_grad(sfe.measure_valued(), f, build, p, KEY, num_samples=n * per_sample))
   _, grads, _ = vg(params)
   assert batch_sizes == [n * per_sample]
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))

@@ -21,7 +21,7 @@ from sfe_jax._src import multi_sample
 
 KEY = jax.random.key(0)
 R = 20_000
-ESTIMATORS = {"iwae": sfe.iwae, "dreg": sfe.dreg, "vimco": sfe.vimco}
+ESTIMATORS = {"iwae": sfe.objectives.iwae, "dreg": sfe.objectives.dreg, "vimco": sfe.objectives.vimco}
 
 
 def _repeats(estimator, make_log_joint, build, theta, model, num_samples, key, num_repeats=R):
@@ -29,7 +29,7 @@ def _repeats(estimator, make_log_joint, build, theta, model, num_samples, key, n
 
   def one(k):
     def bound(t, m):
-      return sfe.expectation(estimator, make_log_joint(m), build, t, k, num_samples=num_samples)[0]
+      return sfe.objectives.surrogate(estimator, make_log_joint(m), build, t, k, num_samples=num_samples)[0]
 
     return jax.value_and_grad(bound, argnums=(0, 1))(theta, model)
 
@@ -102,7 +102,7 @@ def test_vimco_matches_exact_discrete_bound(problem, num_samples):
   build, make_log_joint, theta, model, support = DISCRETE[problem]
   bound = _exact_discrete_bound(build, make_log_joint, jnp.asarray(support), num_samples)
   exact_value, (exact_theta, exact_model) = jax.jit(jax.value_and_grad(bound, argnums=(0, 1)))(theta, model)
-  values, (g_theta, g_model) = _repeats(sfe.vimco(), make_log_joint, build, theta, model, num_samples, KEY)
+  values, (g_theta, g_model) = _repeats(sfe.objectives.vimco(), make_log_joint, build, theta, model, num_samples, KEY)
   assert_mean(np.asarray(values), float(exact_value), what="VIMCO value vs L_K")
   _assert_tree_mean(g_theta, exact_theta, "VIMCO proposal gradient")
   _assert_tree_mean(g_model, exact_model, "VIMCO model gradient")
@@ -117,7 +117,7 @@ def test_vimco_is_the_explicit_formula():
   build, make_log_joint, theta, model, _ = DISCRETE["categorical"]
   k_samples, key = 5, jax.random.key(11)
   value, (g_theta, g_model) = jax.jit(jax.value_and_grad(
-      lambda t, m: sfe.expectation(sfe.vimco(), make_log_joint(m), build, t, key, num_samples=k_samples)[0],
+      lambda t, m: sfe.objectives.surrogate(sfe.objectives.vimco(), make_log_joint(m), build, t, key, num_samples=k_samples)[0],
       argnums=(0, 1)))(theta, model)
 
   @jax.jit
@@ -169,7 +169,7 @@ def test_vimco_extreme_logits_jit_and_vmap(dist_name):
     build = lambda p: distrax.OneHotCategorical(logits=p["logits"])
     log_joint = lambda z: jnp.sum(z * jnp.array([0.2, -1.0, 0.7]))
   params = {"logits": logits}
-  run = jax.jit(lambda p, k: sfe.value_and_grad(sfe.vimco(), log_joint, build, p, k, num_samples=4)[:2])
+  run = jax.jit(lambda p, k: sfe.objectives.value_and_grad(sfe.objectives.vimco(), log_joint, build, p, k, num_samples=4)[:2])
   keys = jax.random.split(KEY, 3)
   values, many = jax.jit(jax.vmap(run, in_axes=(None, 0)))(params, keys)
   assert values.shape == (3,) and many["logits"].shape == (3, 2, 3)
@@ -273,7 +273,7 @@ def test_dreg_lower_variance_and_snr_does_not_decay():
 @pytest.mark.parametrize("name", ["iwae", "dreg"])
 def test_one_sample_is_the_elbo(name):
   key = jax.random.key(5)
-  value, grads, _ = jax.jit(lambda t: sfe.value_and_grad(ESTIMATORS[name](), gauss_log_joint(MODEL), gauss_build,
+  value, grads, _ = jax.jit(lambda t: sfe.objectives.value_and_grad(ESTIMATORS[name](), gauss_log_joint(MODEL), gauss_build,
                                                          t, key, num_samples=1))(THETA)
 
   def elbo_estimate(theta, stop_q_params):
@@ -297,7 +297,7 @@ def test_dreg_is_the_explicit_formula_two_dim():
   make = lambda m: lambda z: -0.5 * jnp.sum((z - m["a"]) ** 2) - 0.5 * jnp.sum((z - 1.0) ** 2 / 0.5)
   key, k_samples = jax.random.key(2), 6
   value, (g_theta, g_model) = jax.jit(jax.value_and_grad(
-      lambda t, m: sfe.expectation(sfe.dreg(), make(m), build, t, key, num_samples=k_samples)[0],
+      lambda t, m: sfe.objectives.surrogate(sfe.objectives.dreg(), make(m), build, t, key, num_samples=k_samples)[0],
       argnums=(0, 1)))(theta, model)
 
   def log_w(t, m):
@@ -317,7 +317,7 @@ def test_exact_posterior_proposal_gives_zero_dreg_gradient():
   # q = p(z | x): every log-weight equals log p(x), so DReG's proposal gradient is exactly zero, while IWAE's
   # and VIMCO's single estimates are not (their expectation is zero, their variance is not).
   theta = {"mu": jnp.asarray(0.65), "log_sigma": jnp.asarray(0.5 * np.log(0.5))}
-  grads = {name: jax.jit(lambda t, e=ESTIMATORS[name](): sfe.value_and_grad(
+  grads = {name: jax.jit(lambda t, e=ESTIMATORS[name](): sfe.objectives.value_and_grad(
       e, gauss_log_joint(MODEL), gauss_build, t, KEY, num_samples=4)[1])(theta) for name in ESTIMATORS}
   np.testing.assert_allclose([grads["dreg"]["mu"], grads["dreg"]["log_sigma"]], 0.0, atol=1e-5)
   for name in ("iwae", "vimco"):
@@ -331,27 +331,28 @@ def test_exact_posterior_proposal_gives_zero_dreg_gradient():
 
 def test_vimco_needs_two_samples():
   build, make_log_joint, theta, model, _ = DISCRETE["categorical"]
-  with pytest.raises(ValueError, match=r"num_samples.*at least 2.*sfe\.vimco\(\)"):
-    sfe.value_and_grad(sfe.vimco(), make_log_joint(model), build, theta, KEY, num_samples=1)
+  with pytest.raises(ValueError, match=r"num_samples.*at least 2.*sfe\.objectives\.vimco\(\)"):
+    sfe.objectives.value_and_grad(sfe.objectives.vimco(), make_log_joint(model), build, theta, KEY, num_samples=1)
 
 
 @pytest.mark.parametrize("name", ["iwae", "dreg"])
 @pytest.mark.parametrize("problem", sorted(DISCRETE))
 def test_reparameterized_estimators_refuse_discrete_q(name, problem):
   build, make_log_joint, theta, model, _ = DISCRETE[problem]
-  with pytest.raises(TypeError, match=rf"sfe\.{name}\(\) needs a reparameterizable.*distrax\..*sfe\.vimco\(\)"):
-    sfe.value_and_grad(ESTIMATORS[name](), make_log_joint(model), build, theta, KEY, num_samples=4)
+  with pytest.raises(TypeError, match=rf"sfe\.objectives\.{name}\(\) needs a reparameterizable.*distrax\..*sfe\.objectives\.vimco\(\)"):
+    sfe.objectives.value_and_grad(ESTIMATORS[name](), make_log_joint(model), build, theta, KEY, num_samples=4)
 
 
 @pytest.mark.parametrize("name", sorted(ESTIMATORS))
 def test_non_scalar_log_joint_is_refused(name):
   theta = {"mu": jnp.zeros(3), "log_sigma": jnp.zeros(3)}
   log_joint = lambda z: -0.5 * z ** 2  # forgot the sum
-  with pytest.raises(ValueError, match=rf"sfe\.{name}\(\).*log-joint.*scalar.*shape \(3,\).*\(3,\)"):
-    sfe.value_and_grad(ESTIMATORS[name](), log_joint, gauss_build, theta, KEY, num_samples=4)
+  with pytest.raises(ValueError, match=rf"sfe\.objectives\.{name}\(\).*log-joint.*scalar.*shape \(3,\).*\(3,\)"):
+    sfe.objectives.value_and_grad(ESTIMATORS[name](), log_joint, gauss_build, theta, KEY, num_samples=4)
 
 
 @pytest.mark.parametrize("name", sorted(ESTIMATORS))
 def test_integer_log_joint_is_refused(name):
-  with pytest.raises(TypeError, match=rf"sfe\.{name}\(\).*real floating-point.*int32"):
-    sfe.value_and_grad(ESTIMATORS[name](), lambda z: jnp.int32(1), gauss_build, THETA, KEY, num_samples=4)
+  with pytest.raises(TypeError, match=rf"sfe\.objectives\.{name}\(\).*real floating-point.*int32"):
+    sfe.objectives.value_and_grad(ESTIMATORS[name](), lambda z: jnp.int32(1), gauss_build, THETA, KEY,
+                                  num_samples=4)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from helpers import assert_mean
+import sfe_jax as sfe
 import sfe_jax.rl as rl
 
 NODES, WEIGHTS = np.polynomial.hermite_e.hermegauss(80)  # E_{e ~ N(0,1)}[g(e)] = sum w g(x) / sqrt(2 pi)
@@ -132,7 +133,7 @@ def test_reinforce_with_a_tanh_normal_policy_is_unbiased(reward_to_go):
 
     def loss(p):
       log_probs = rl.action_log_probs(policy(p, batch, steps), actions)
-      return rl.reinforce_loss(log_probs, rewards, jnp.ones((batch, steps)), 1.0, baseline="leave_one_out",
+      return rl.reinforce_loss(log_probs, rewards, jnp.ones((batch, steps)), 1.0, baseline=sfe.baselines.leave_one_out(),
                                reward_to_go=reward_to_go)
 
     return jax.tree.map(jnp.negative, jax.grad(loss)(PARAMS))

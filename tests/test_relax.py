@@ -18,11 +18,11 @@ R = 100_000  # single-sample repeats
 
 
 def _exact_grad(f, build, params):
-  return jax.jit(lambda p: sfe.value_and_grad(sfe.enumerate(), f, build, p, KEY, num_samples=1)[1])(params)
+  return jax.jit(lambda p: sfe.value_and_grad(sfe.enumerate(), f, build, p, KEY)[1])(params)
 
 
 def _toy(p0):
-  return (lambda b: (b - p0) ** 2), (lambda p: distrax.Bernoulli(logits=p["phi"]))
+  return (lambda b: (b - p0) ** 2), (lambda p: distrax.Bernoulli(logits=p["phi"], dtype=jnp.float32))
 
 
 def _mlp_control(key, z_shape, hidden=16):
@@ -138,7 +138,8 @@ def test_rebar_toy_unbiased_with_exact_variance(temperature, scale, phi):
   f, build = _toy(p0)
   params = {"phi": jnp.float32(phi)}
   est = sfe.rebar(temperature, scale)
-  _, grads = repeated_estimates(est, f, build, params, KEY, num_samples=1, num_repeats=R, state=est.init(params))
+  _, grads = repeated_estimates(est, f, build, params, KEY, num_samples=3, num_repeats=R,  # one sample
+                                state=est.init(params))
   g = np.asarray(grads["phi"])
   exact = _exact_grad(f, build, params)["phi"]
   quad_mean, quad_var = _rebar_toy_moments(phi, p0, temperature, scale)
@@ -148,17 +149,16 @@ def test_rebar_toy_unbiased_with_exact_variance(temperature, scale, phi):
 
 
 def test_rebar_unbiased_for_a_set_state_on_categorical():
-  # REBAR on a Categorical: f receives one-hot vectors (hard) and simplex points (relaxed).
+  # REBAR on a one-hot categorical: f receives one-hot vectors (hard) and simplex points (relaxed).
   table = jnp.array([[1.0, -2.0, 0.5], [0.3, 2.0, -1.0]])
   f = lambda x: jnp.sum(table * x) + x[0, 0] * x[1, 1]
-  build = lambda p: distrax.Categorical(logits=p["logits"])
+  build = lambda p: distrax.OneHotCategorical(logits=p["logits"], dtype=jnp.float32)
   params = {"logits": jnp.array([[0.2, -0.5, 1.0], [0.0, 0.3, -1.2]])}
   est = sfe.rebar()
   state = est.init(params)._replace(control_params={"log_temperature": jnp.float32(np.log(0.3)),
                                                     "scale": jnp.float32(0.7)})
-  f_idx = lambda b: f(jax.nn.one_hot(b, 3))
-  _, grads = repeated_estimates(est, f, build, params, KEY, num_samples=2, num_repeats=R // 2, state=state)
-  exact = np.ravel(_exact_grad(f_idx, build, params)["logits"])
+  _, grads = repeated_estimates(est, f, build, params, KEY, num_samples=6, num_repeats=R // 2, state=state)
+  exact = np.ravel(_exact_grad(f, build, params)["logits"])
   assert_mean(np.asarray(grads["logits"]).reshape(R // 2, -1), exact, what="REBAR categorical mean")
 
 
@@ -221,13 +221,13 @@ def test_relax_never_differentiates_f():
 
 def test_gradient_of_what_f_closes_over_is_that_of_the_monte_carlo_mean():
   # REBAR's control evaluates f (relaxed); only the hard evaluations reach the gradient of f's parameters.
-  build = lambda p: distrax.Bernoulli(logits=p)
+  build = lambda p: distrax.Bernoulli(logits=p, dtype=jnp.float32)
   params = jnp.array([0.3, -0.5, 1.0])
   est = sfe.rebar()
 
   def loss(w):
     f = lambda b: w * jnp.sum(b) + w ** 2
-    return sfe.expectation(est, f, build, params, KEY, num_samples=8)[0]
+    return sfe.expectation(est, f, build, params, KEY, num_samples=9)[0]
 
   w = jnp.float32(1.5)
   value, dw = jax.jit(jax.value_and_grad(loss))(w)
@@ -247,8 +247,8 @@ def test_rebar_control_gradient_matches_an_independent_computation():
   params = {"phi": jnp.float32(phi)}
   est = sfe.rebar(0.7, 0.8, optimizer=_gradient_recorder())
   state = est.init(params)
-  value, grads, new_state = jax.jit(lambda s: sfe.value_and_grad(est, f, build, params, KEY, num_samples=n,
-                                                                  state=s))(state)
+  value, grads, new_state = jax.jit(lambda s: sfe.value_and_grad(est, f, build, params, KEY,
+                                                                  num_samples=3 * n, state=s))(state)
 
   @jax.jit
   def by_hand(cp):
@@ -314,14 +314,14 @@ def test_relax_control_gradient_matches_finite_differences(kind):
 
 
 def test_optimizer_set_to_zero_freezes_the_control_and_default_trains_it():
-  build = lambda p: distrax.Bernoulli(logits=p)
+  build = lambda p: distrax.Bernoulli(logits=p, dtype=jnp.float32)
   f = lambda b: jnp.sum((b - 0.45) ** 2)
   params = jnp.array([0.2, -0.3])
   control_fn, cp = _mlp_control(KEY, (2,))
   for est, frozen in ((sfe.rebar(optimizer=optax.set_to_zero()), True), (sfe.relax(control_fn, cp), False),
                       (sfe.relax(control_fn, cp, optax.set_to_zero()), True)):
     state = est.init(params)
-    _, _, new_state = jax.jit(lambda s: sfe.value_and_grad(est, f, build, params, KEY, num_samples=2,
+    _, _, new_state = jax.jit(lambda s: sfe.value_and_grad(est, f, build, params, KEY, num_samples=6,
                                                            state=s))(state)
     same = [bool(np.array_equal(a, b)) for a, b in zip(jax.tree.leaves(state.control_params),
                                                          jax.tree.leaves(new_state.control_params))]
@@ -333,13 +333,14 @@ def test_optimizer_set_to_zero_freezes_the_control_and_default_trains_it():
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _train_toy(est, f, build, steps, key):
+def _train_toy(est, f, build, steps, key, num_samples):
   params = {"phi": jnp.float32(0.0)}
   opt = optax.adam(0.01)
 
   def step(carry, k):
     params, opt_state, est_state = carry
-    _, grads, est_state = sfe.value_and_grad(est, f, build, params, k, num_samples=1, state=est_state)
+    _, grads, est_state = sfe.value_and_grad(est, f, build, params, k, num_samples=num_samples,
+                                             state=est_state)
     updates, opt_state = opt.update(grads, opt_state)
     return (optax.apply_updates(params, updates), opt_state, est_state), None
 
@@ -357,18 +358,18 @@ def _reinforce_toy_variance(p0, phi):
 @pytest.mark.parametrize("which", ["rebar", "relax"])
 def test_training_the_control_reduces_the_variance(which):
   if which == "rebar":
-    p0 = 0.45
+    p0, n = 0.45, 3  # one sample: three evaluations of f
     est = sfe.rebar(optimizer=optax.adam(0.01))
   else:
-    p0 = 0.499
+    p0, n = 0.499, 1
     control_fn, cp = _mlp_control(jax.random.key(3), (), hidden=10)
     est = sfe.relax(control_fn, cp, optimizer=optax.adam(0.01))
   f, build = _toy(p0)
-  params, trained = _train_toy(est, f, build, 2000, jax.random.key(11))
+  params, trained = _train_toy(est, f, build, 2000, jax.random.key(11), n)
   exact = _exact_grad(f, build, params)["phi"]
   stats = {}
   for name, state in (("initial", est.init(params)), ("trained", trained)):
-    _, grads = repeated_estimates(est, f, build, params, jax.random.key(7), num_samples=1, num_repeats=R,
+    _, grads = repeated_estimates(est, f, build, params, jax.random.key(7), num_samples=n, num_repeats=R,
                                   state=state)
     g = np.asarray(grads["phi"])
     assert_mean(g, exact, what=f"{which} {name} mean")
@@ -423,13 +424,13 @@ def test_logits_of_plus_minus_fifty_are_finite(which, kind):
     f = lambda b: jnp.sum((b - 0.3) ** 2)
     z_shape = (3,)
   else:
-    build = lambda p: distrax.OneHotCategorical(logits=p)
+    build = lambda p: distrax.OneHotCategorical(logits=p, dtype=jnp.float32)
     params = jnp.array([[50.0, -50.0, 0.0], [-50.0, -50.0, 50.0]])
     f = lambda x: jnp.sum(x * jnp.array([1.0, 2.0, 3.0]))
     z_shape = (2, 3)
   control_fn, cp = _mlp_control(KEY, z_shape)
   est = sfe.rebar() if which == "rebar" else sfe.relax(control_fn, cp)
-  value, grads, state = jax.jit(lambda p, k: sfe.value_and_grad(est, f, build, p, k, num_samples=64))(params, KEY)
+  value, grads, state = jax.jit(lambda p, k: sfe.value_and_grad(est, f, build, p, k, num_samples=66))(params, KEY)
   for x in [value, grads] + jax.tree.leaves(state):
     assert np.all(np.isfinite(x))
 
@@ -439,11 +440,11 @@ def test_errors():
   params = jnp.zeros(3)
   f = lambda b: jnp.sum(b)
   control_fn, cp = _mlp_control(KEY, (3,))
-  with pytest.raises(TypeError, match=r"sfe.relax\(\) needs distrax.Bernoulli.*not discrete"):
+  with pytest.raises(TypeError, match=r"sfe.relax\(\) needs Bernoulli.*not discrete"):
     sfe.value_and_grad(sfe.relax(control_fn, cp), f, lambda p: distrax.Normal(p, 1.0), params, KEY,
                        num_samples=2)
   with pytest.raises(TypeError, match=r"sfe.rebar\(\) needs"):
-    sfe.value_and_grad(sfe.rebar(), f, lambda p: distrax.Normal(p, 1.0), params, KEY, num_samples=2)
+    sfe.value_and_grad(sfe.rebar(), f, lambda p: distrax.Normal(p, 1.0), params, KEY, num_samples=3)
   with pytest.raises(ValueError, match=r"must return a real floating-point scalar.*shape \(3,\).*returned shape "
                                        r"\(3,\)"):
     sfe.value_and_grad(sfe.relax(lambda cp, z: z * cp["w2"][0], cp), f, build, params, KEY, num_samples=2)
@@ -466,5 +467,7 @@ def test_errors():
       sfe.rebar(temperature=bad)
   with pytest.raises(ValueError, match="`scale` must be a finite number"):
     sfe.rebar(scale=float("nan"))
-  with pytest.raises(TypeError, match="`state` must be the RelaxState"):
-    sfe.value_and_grad(sfe.rebar(), f, build, params, KEY, num_samples=2, state=sfe.EmptyState())
+  with pytest.raises(TypeError, match=r"`state` does not match REBAR.*RelaxState"):
+    sfe.value_and_grad(sfe.rebar(), f, build, params, KEY, num_samples=3, state=sfe.EmptyState())
+  with pytest.raises(ValueError, match=r"multiple of 3 for REBAR.*3 per sample"):
+    sfe.value_and_grad(sfe.rebar(), f, build, params, KEY, num_samples=4)

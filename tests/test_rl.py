@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from helpers import assert_mean, mean_and_se
+import sfe_jax as sfe
 import sfe_jax.rl as rl
 
 T = 4
@@ -24,10 +25,6 @@ REWARD = jnp.array([[1.0, -0.5], [0.2, 2.0], [0.0, 0.0]])
 P_TERM = jnp.array([[[0.7, 0.2, 0.1], [0.1, 0.6, 0.3]],
                     [[0.5, 0.3, 0.2], [0.2, 0.5, 0.3]],
                     [[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]]])
-# The same MDP without termination (every trajectory has length T): for the batch-mean baseline's exact bias.
-P_FIXED = jnp.concatenate([P_TERM[:2, :, :2] / P_TERM[:2, :, :2].sum(-1, keepdims=True),
-                           jnp.zeros((2, 2, 1))], axis=-1)
-P_FIXED = jnp.concatenate([P_FIXED, P_TERM[2:]], axis=0)
 THETA = jnp.array([[0.3, -0.4], [-0.2, 0.5], [0.0, 0.0]])
 THETA_MU = jnp.array([[-0.3, 0.2], [0.4, -0.1], [0.0, 0.0]])
 NUM_REPEATS = 400
@@ -69,15 +66,15 @@ def log_probs(theta, states, actions):
 
 
 @functools.lru_cache(maxsize=None)
-def _batches(seed, batch, theta_name, transitions_name, num_repeats):
-  theta, transitions = {"pi": THETA, "mu": THETA_MU}[theta_name], {"term": P_TERM, "fixed": P_FIXED}[transitions_name]
+def _batches(seed, batch, theta_name, num_repeats):
+  theta = {"pi": THETA, "mu": THETA_MU}[theta_name]
   keys = jax.random.split(jax.random.key(seed), num_repeats)
-  return jax.jit(jax.vmap(lambda k: sample(k, theta, batch, transitions)))(keys)
+  return jax.jit(jax.vmap(lambda k: sample(k, theta, batch)))(keys)
 
 
-def repeated(fn, seed, batch, theta_sample="pi", transitions="term", num_repeats=NUM_REPEATS):
+def repeated(fn, seed, batch, theta_sample="pi", num_repeats=NUM_REPEATS):
   """fn(batch tuple) -> pytree over independent batches (sampled once per configuration), jitted and vmapped."""
-  return jax.jit(jax.vmap(fn))(_batches(seed, batch, theta_sample, transitions, num_repeats))
+  return jax.jit(jax.vmap(fn))(_batches(seed, batch, theta_sample, num_repeats))
 
 
 def flat_var(grads):
@@ -173,8 +170,12 @@ def test_errors():
     rl.reinforce_loss(x, jnp.zeros((2, 4)), x, 0.9)
   with pytest.raises(ValueError, match=r"\[B, T\]"):
     rl.discounted_returns(jnp.zeros(3), jnp.ones(3), 0.9)
-  with pytest.raises(ValueError, match="`baseline`"):
-    rl.reinforce_loss(x, x, x, 0.9, baseline="median")
+  with pytest.raises(TypeError, match="`baseline` of reinforce_loss takes the baselines of sfe.baselines"):
+    rl.reinforce_loss(x, x, x, 0.9, baseline="leave_one_out")
+  with pytest.raises(TypeError, match="moving-average baseline cannot be computed per step"):
+    rl.reinforce_loss(x, x, x, 0.9, baseline=sfe.baselines.moving_average())
+  with pytest.raises(TypeError, match="optimal baseline cannot be computed per step"):
+    rl.reinforce_loss(x, x, x, 0.9, baseline=sfe.baselines.optimal())
   with pytest.raises(ValueError, match="`gamma` of gae must lie in"):
     rl.gae(x, x, x, 1.5, 0.9)
   with pytest.raises(ValueError, match="`estimator`"):
@@ -186,14 +187,14 @@ def test_errors():
 # ----------------------------------------------------------------------------------------------------------
 
 
-def true_values(states, transitions=P_TERM):
-  return dp_values(jax.nn.softmax(THETA), transitions)[jnp.arange(T)[None, :], states]
+def true_values(states):
+  return dp_values(jax.nn.softmax(THETA))[jnp.arange(T)[None, :], states]
 
 
-def reinforce_grad(baseline, reward_to_go, transitions=P_TERM):
+def reinforce_grad(baseline, reward_to_go):
   def fn(batch):
     states, actions, rewards, mask = batch
-    b = true_values(states, transitions) if baseline == "true_value" else baseline
+    b = true_values(states) if isinstance(baseline, str) else baseline
     loss = lambda th: rl.reinforce_loss(log_probs(th, states, actions), rewards, mask, GAMMA, b, reward_to_go)
     return -jax.grad(loss)(THETA)
   return fn
@@ -208,30 +209,19 @@ def test_exact_gradient_sanity():
 
 
 @pytest.mark.parametrize("reward_to_go", [True, False])
-@pytest.mark.parametrize("baseline", [None, "leave_one_out", "true_value"])
+@pytest.mark.parametrize("baseline", [None, sfe.baselines.leave_one_out(), sfe.baselines.constant(1.5),
+                                      "true_value"], ids=["none", "leave_one_out", "constant", "true_value"])
 def test_reinforce_unbiased(baseline, reward_to_go):
   exact = jax.grad(exact_value)(THETA)
   grads = repeated(reinforce_grad(baseline, reward_to_go), 0, 32)
   assert_mean(grads.reshape(NUM_REPEATS, -1), exact.reshape(-1), what=f"grad {baseline} rtg={reward_to_go}")
 
 
-def test_reinforce_mean_baseline_bias_is_exactly_one_minus_one_over_b():
-  batch = 4
-  exact = jax.grad(lambda th: exact_value(th, P_FIXED))(THETA)
-  grads = repeated(reinforce_grad("mean", True, P_FIXED), 2, batch, transitions="fixed",
-                   num_repeats=2000)
-  assert_mean(grads.reshape(2000, -1), (1 - 1 / batch) * exact.reshape(-1), what="mean-baseline grad")
-  # ... and exactly (B - 1) / B times the leave-one-out estimate, batch by batch.
-  loo = repeated(reinforce_grad("leave_one_out", True, P_FIXED), 2, batch,
-                 transitions="fixed", num_repeats=2000)
-  np.testing.assert_allclose(grads, (1 - 1 / batch) * loo, rtol=1e-4, atol=1e-5)
-
-
 def test_reward_to_go_and_baselines_reduce_variance():
   # The batches of test_reinforce_unbiased (seed 0), so the comparison is on common samples.
   var = {name: flat_var(repeated(reinforce_grad(b, rtg), 0, 32))
-         for name, b, rtg in [("full", None, False), ("rtg", None, True), ("loo", "leave_one_out", True),
-                              ("value", "true_value", True)]}
+         for name, b, rtg in [("full", None, False), ("rtg", None, True),
+                              ("loo", sfe.baselines.leave_one_out(), True), ("value", "true_value", True)]}
   assert var["rtg"] < var["full"] and var["loo"] < var["rtg"] and var["value"] < var["rtg"], var
 
 
@@ -427,7 +417,7 @@ def test_no_implicit_rank_promotion():
   with jax.numpy_rank_promotion("raise"):
     rl.discounted_returns(rewards, mask, 0.9)
     rl.gae(rewards, values, mask, 0.9, 0.8, boot)
-    for baseline in (None, "mean", "leave_one_out", values):
+    for baseline in (None, sfe.baselines.leave_one_out(), sfe.baselines.constant(0.5), values):
       for reward_to_go in (True, False):
         jax.grad(rl.reinforce_loss)(lp_pi, rewards, mask, 0.9, baseline, reward_to_go)
     jax.grad(lambda lp, v: rl.actor_critic_loss(lp, v, rewards, mask, 0.9, 0.8, lp, entropy_coef=0.1,

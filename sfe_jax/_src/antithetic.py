@@ -82,13 +82,15 @@ def _antithetic(kind: str) -> base.Estimator:
       hard = discrete.stick_breaking_decode(hard)
     f_values = base.evaluate_batched(f, sg(discrete.to_sample(view, hard)), 2)  # (2, num_pairs)
     mc_average = jnp.mean(f_values)
-    diff = sg(f_values[1] - f_values[0])
-    diff = jnp.reshape(diff, (num_pairs,) + (1,) * (weights.ndim - 1))
+    # Not stop-gradient-ed: f may close over parameters, and the mixed derivative is ARM/DisARM on their
+    # derivative of f (the samples and weights do not depend on params).
+    diff = jnp.reshape(f_values[1] - f_values[0], (num_pairs,) + (1,) * (weights.ndim - 1))
     grad_bit_logits = jnp.mean(diff * weights, axis=0)
-    correction = jnp.sum(sg(grad_bit_logits) * (bit_logits - sg(bit_logits)))
-    return mc_average + correction, state
+    return mc_average + base.linear_surrogate(bit_logits, grad_bit_logits), state
 
-  return base.Estimator(base.empty_init, surrogate, name=name, sample_multiple=2, min_samples=2)
+  count = base.fixed_count(multiple=2, minimum=2, reason=(
+      " (num_samples counts evaluations of f, two per antithetic pair)"))
+  return base.Estimator(base.empty_init, surrogate, name=name, sample_count=count)
 
 
 _COMMON_DOC = r"""**Samples.** For bits with logits :math:`\phi` (:math:`p = \sigma(\phi)`), each antithetic
@@ -102,9 +104,9 @@ _COMMON_DOC = r"""**Samples.** For bits with logits :math:`\phi` (:math:`p = \si
   with respect to anything ``f`` closes over is the gradient of that mean. ``f`` itself is never
   differentiated (it may be a black box).
 
-  **Distributions.** ``distrax.Bernoulli`` of any batch shape, and ``distrax.Categorical`` or
-  ``distrax.OneHotCategorical`` of any batch shape, optionally wrapped in ``distrax.Independent``; all
-  variables independent given ``params``. Continuous distributions are refused.
+  **Distributions.** Bernoulli of any batch shape, and Categorical or OneHotCategorical of any batch shape
+  (distrax, TFP's JAX substrate, numpyro), optionally wrapped in ``Independent``; all variables independent
+  given ``params``. Continuous distributions are refused.
 
   **Categorical variables (stick-breaking).** A categorical variable with probabilities
   :math:`\pi_1..\pi_K` is the index of the first 1 among K - 1 independent bits with
@@ -118,7 +120,11 @@ _COMMON_DOC = r"""**Samples.** For bits with logits :math:`\phi` (:math:`p = \si
   **Bias:** none (for Bernoulli and, through stick-breaking, categorical variables).
 
   **Cost:** two evaluations of ``f`` per antithetic pair, no derivative of ``f``, and no extra
-  evaluation of ``dist_builder`` beyond the one whose logits are differentiated."""
+  evaluation of ``dist_builder`` beyond the one whose logits are differentiated.
+
+  **Derivative order:** first. A second derivative in ``params`` raises :class:`sfe_jax.HigherOrderError`;
+  mixed derivatives in ``params`` and in what ``f`` closes over are the same estimator applied to the
+  derivative of ``f``, unbiased."""
 
 
 def _with_common_doc(fn):
@@ -150,7 +156,7 @@ def arm() -> base.Estimator:
   {common}
 
   Returns:
-    An :class:`sfe_jax.Estimator` with ``sample_multiple=2`` and ``min_samples=2``.
+    An :class:`sfe_jax.Estimator` (``num_samples`` even).
 
   Examples:
     >>> import jax, jax.numpy as jnp, distrax, sfe_jax as sfe
@@ -197,7 +203,7 @@ def disarm() -> base.Estimator:
   {common}
 
   Returns:
-    An :class:`sfe_jax.Estimator` with ``sample_multiple=2`` and ``min_samples=2``.
+    An :class:`sfe_jax.Estimator` (``num_samples`` even).
 
   Examples:
     >>> import jax, jax.numpy as jnp, distrax, sfe_jax as sfe

@@ -12,6 +12,10 @@ A :class:`Baseline` is a NamedTuple of pure functions, like an estimator:
   gradient, ``scores`` is ``None`` for a scalar baseline or, for a per-coordinate one, the per-sample scores
   (a pytree like ``params`` with a leading ``N`` axis), and ``b`` has shape ``(N,)`` (scalar) or the structure
   of ``scores`` (per coordinate).
+
+The same baselines serve the policy-gradient losses of :mod:`sfe_jax.rl`, through ``batch_compute(returns,
+mask) -> b``, which computes them per time step over a batch of masked ``[B, T]`` trajectories (a baseline
+without one, stateful or per-coordinate, is refused there with a clear error).
 """
 
 from __future__ import annotations
@@ -36,6 +40,10 @@ class Baseline(NamedTuple):
     per_coordinate: whether ``b`` has one value per parameter coordinate (then ``compute`` receives the
       per-sample scores, which costs one ``log_prob`` gradient per sample).
     min_samples: the smallest batch the baseline works with.
+    batch_compute: ``batch_compute(returns, mask) -> b``, all ``[B, T]``: the baseline of each step of a batch of
+      trajectories, from the returns of the trajectories still running at that step (``mask`` 1 on each
+      trajectory's valid prefix); ``None`` for a baseline that cannot be computed so (stateful, or per
+      parameter coordinate).
   """
 
   init: Callable[[Any], Any]
@@ -43,6 +51,7 @@ class Baseline(NamedTuple):
   name: str
   per_coordinate: bool = False
   min_samples: int = 1
+  batch_compute: Callable[[Array, Array], Array] | None = None
 
 
 def constant(value: float = 0.0) -> Baseline:
@@ -61,7 +70,11 @@ def constant(value: float = 0.0) -> Baseline:
     del scores
     return jnp.broadcast_to(value.astype(f_values.dtype), f_values.shape), state
 
-  return Baseline(base.empty_init, compute, name="constant baseline")
+  def batch_compute(returns, mask):
+    del mask
+    return jnp.broadcast_to(value.astype(returns.dtype), returns.shape)
+
+  return Baseline(base.empty_init, compute, name="constant baseline", batch_compute=batch_compute)
 
 
 class MovingAverageState(NamedTuple):
@@ -105,7 +118,9 @@ def leave_one_out() -> Baseline:
 
   Unbiased (``b_i`` is independent of ``x_i``); needs ``num_samples >= 2``. With ``N`` samples the
   estimate equals :math:`\frac{1}{N-1}\sum_i (f_i - \bar f) \nabla \log p(x_i)` (the RLOO estimator of
-  Kool et al. 2019).
+  Kool et al. 2019). In :func:`sfe_jax.rl.reinforce_loss` it is the mean return of the other trajectories
+  still running at each step. (The batch mean *including* the sample itself, common in RL code, is biased:
+  its gradient is exactly ``(N - 1) / N`` times this one.)
   """
 
   def compute(f_values, scores, state):
@@ -113,7 +128,14 @@ def leave_one_out() -> Baseline:
     n = f_values.shape[0]
     return (jnp.sum(f_values) - f_values) / (n - 1), state
 
-  return Baseline(base.empty_init, compute, name="leave-one-out baseline", min_samples=2)
+  def batch_compute(returns, mask):
+    # Per step, the mean over the OTHER trajectories still running; 0 when no other one is.
+    total = jnp.sum(returns * mask, axis=0, keepdims=True)
+    others = jnp.sum(mask, axis=0, keepdims=True) - mask
+    return (total - returns * mask) / jnp.maximum(others, 1.0)
+
+  return Baseline(base.empty_init, compute, name="leave-one-out baseline", min_samples=2,
+                  batch_compute=batch_compute)
 
 
 def optimal() -> Baseline:

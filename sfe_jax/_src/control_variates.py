@@ -64,9 +64,12 @@ def delta_method() -> ControlVariate:
   :math:`\frac12 H` in :math:`\Sigma`. For a quadratic ``f``, :math:`h = f` and the variance of the
   controlled estimator vanishes (up to the estimated coefficient's error).
 
-  * Needs of the distribution: a Gaussian (``distrax.Normal``, ``distrax.MultivariateNormalDiag``, or a single
-    ``distrax.MultivariateNormalTri`` / ``FullCovariance`` / ``DiagPlusLowRank`` / ``FromBijector``); any other
-    distribution raises a ``TypeError`` naming it at trace time. ``f`` must be twice differentiable at the mean.
+  * Needs of the distribution: a Gaussian: with independent coordinates (``Normal`` and
+    ``MultivariateNormalDiag`` of distrax and TFP, numpyro's ``Normal``, ``Independent`` wrappers of these), or a
+    single correlated one (distrax ``MultivariateNormalTri`` / ``FullCovariance`` / ``DiagPlusLowRank`` /
+    ``FromBijector``, TFP ``MultivariateNormalTriL`` / ``FullCovariance``, numpyro ``MultivariateNormal``);
+    any other distribution raises a ``TypeError`` naming it at trace time. ``f`` must be twice differentiable
+    at the mean.
   * Cost: one Hessian of ``f`` at the mean per call (``D`` forward-over-reverse passes for a sample of ``D``
     coordinates) and ``O(D^2)`` memory for it; evaluating ``h`` costs ``O(D^2)`` per sample.
 
@@ -98,15 +101,21 @@ def delta_method() -> ControlVariate:
           f"{e} The delta method needs the exact mean and covariance of the distribution to integrate the "
           "Taylor expansion of f; for other distributions use the estimator without a control variate, or "
           "a ControlVariate of your own.") from None
-    shape = tuple(dist.batch_shape) + tuple(dist.event_shape)
+    shape = distributions.sample_shape(dist)
     m = sg(mean)
 
     def f_flat(z):
       return f(jnp.reshape(z, shape))
 
-    f_m = sg(f_flat(m))
-    g = sg(jax.grad(f_flat)(m))
-    hess = sg(jax.hessian(f_flat)(m))
+    try:
+      f_m = sg(f_flat(m))
+      g = sg(jax.grad(f_flat)(m))
+      hess = sg(jax.hessian(f_flat)(m))
+    except base.HigherOrderError:
+      raise
+    except Exception as e:  # The user's function failed at the mean: say so, keep the cause.
+      raise base.call_error(e, f"`f` (differentiated twice at the mean by {who})",
+                            jax.ShapeDtypeStruct(shape, m.dtype)) from e
 
     def h(x):
       d = jnp.reshape(x, (-1,)).astype(m.dtype) - m
@@ -170,8 +179,8 @@ def with_control_variate(
      c = \frac{\sum_k \mathrm{Cov}(\hat g_k, \hat c_k)}{\sum_k \mathrm{Var}(\hat c_k) + 10^{-3}},
 
   with :math:`k` running over all parameter coordinates (the pytree flattened); :math:`c` is
-  stop_gradient-ed. Each small estimate uses ``max(estimator.min_samples, estimator.sample_multiple)``
-  samples.
+  stop_gradient-ed. Each small estimate uses the smallest ``num_samples`` ``estimator`` accepts (one sample,
+  one antithetic pair, one measure-valued base sample...).
 
   * Needs: what ``estimator`` needs of the distribution and of ``f`` (and of :math:`h`, which is smooth), plus
     what ``control_variate`` needs (the delta method: a Gaussian). Works with :func:`sfe_jax.score_function`
@@ -183,6 +192,10 @@ def with_control_variate(
     large when :math:`h` approximates ``f`` well over the distribution's mass (exact for a quadratic ``f``
     with the delta method) and can be negative when the coefficient estimate is poor (few
     ``num_coefficient_samples``) and :math:`h` is a bad approximation.
+  * Derivative order: that of ``estimator``. :math:`E[h](\theta)` is exact at every order (``h``'s coefficients
+    are fixed), so with the score function or pathwise estimators every derivative of the surrogate is an
+    unbiased estimate; with a first-order estimator a second derivative raises
+    :class:`sfe_jax.HigherOrderError`.
   * Cost: the main estimate evaluates :math:`\tilde f` (one ``f`` and one ``h`` per evaluation), plus building
     :math:`h` (the delta method: one Hessian of ``f``). Estimating :math:`c` costs ``num_coefficient_samples``
     extra small gradient estimates of ``estimator`` on ``f`` and as many on ``h``; a fixed ``coefficient``
@@ -200,7 +213,7 @@ def with_control_variate(
     coefficient: a fixed scalar coefficient :math:`c`, or ``None`` to estimate it.
 
   Returns:
-    An :class:`sfe_jax.Estimator` with the state, ``sample_multiple`` and ``min_samples`` of ``estimator``;
+    An :class:`sfe_jax.Estimator` with the state, the sample count and the derivative order of ``estimator``;
     its name is ``estimator``'s followed by ``control_variate``'s.
 
   Examples:
@@ -240,13 +253,14 @@ def with_control_variate(
       raise ValueError(
           f"`coefficient` must be a real scalar or None; got an array of dtype {coefficient.dtype} and "
           f"shape {coefficient.shape}.")
-  small = max(estimator.min_samples, estimator.sample_multiple)
 
-  def estimated_coefficient(f, h, dist_builder, params, key, state):
-    params = sg(params)
+  def estimated_coefficient(f, h, dist, dist_builder, params, key, state):
+    small = estimator.sample_count(dist).smallest
+    params = base.stop_gradient(params)
+    split, diff = base.split_params(params)
 
     def one_gradient(fn, k):
-      grads = jax.grad(lambda p: estimator.surrogate(fn, dist_builder, p, k, small, state)[0])(params)
+      grads = jax.grad(lambda d: estimator.surrogate(fn, dist_builder, split.merge(d), k, small, state)[0])(diff)
       return _flatten(grads, 0)
 
     def pair(k):  # The same key for f and h: the two estimates are correlated, as the formula needs.
@@ -260,7 +274,7 @@ def with_control_variate(
     dist = base.build_distribution(dist_builder, params)
     h, expected_h = control_variate.make(f, dist)
     if coefficient is None:
-      c = estimated_coefficient(f, h, dist_builder, params, key_coefficient, state)
+      c = estimated_coefficient(f, h, dist, dist_builder, params, key_coefficient, state)
     else:
       c = coefficient
     c = sg(jnp.asarray(c, dtype=jnp.result_type(expected_h)))
@@ -272,5 +286,5 @@ def with_control_variate(
     return value + c * expected_h, new_state
 
   name = f"{estimator.name} with {control_variate.name}"
-  return base.Estimator(estimator.init, surrogate, name=name, sample_multiple=estimator.sample_multiple,
-                        min_samples=estimator.min_samples)
+  return base.Estimator(estimator.init, surrogate, name=name, sample_count=estimator.sample_count,
+                        max_order=estimator.max_order)

@@ -42,7 +42,8 @@ class GradientMoments(NamedTuple):
       :math:`\kappa = m_4 / m_2^2` (the same quantity as :math:`\sqrt{(m_4 - \mathrm{variance}^2 (R-3)/(R-1)) / R}`,
       written so that it does not cancel for two-point estimates). Unlike the chi-square formula it stays
       valid for the heavy-tailed distributions that gradient estimates usually have.
-    value_mean: the average of the ``R`` Monte Carlo estimates of ``E[f]`` (a scalar).
+    value_mean: the average of the ``R`` values (a scalar): Monte Carlo estimates of ``E[f]`` for an
+      estimator, estimates of the bound ``L_K`` for an objective (:class:`Report` names it).
     num_repeats: ``R``.
     num_samples: the ``num_samples`` of each estimate.
   """
@@ -101,7 +102,9 @@ class Report(NamedTuple):
       is better and estimators of different cost compare on equal terms (Glynn and Whitt 1992). For an unbiased
       estimator whose cost grows linearly with ``num_samples`` it does not depend on ``num_samples``, once
       ``num_samples`` is large enough for fixed per-call overheads not to matter.
-    estimator_name: the estimator's ``name``.
+    estimator_name: the estimator's (or objective's) ``name``.
+    value_name: what ``moments.value_mean`` estimates: ``"E[f]"`` for an estimator, the bound for an
+      objective.
   """
 
   moments: GradientMoments
@@ -109,11 +112,22 @@ class Report(NamedTuple):
   timing: Timing
   work_normalized_variance: Params
   estimator_name: str
+  value_name: str = "E[f]"
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Checks.
 # ----------------------------------------------------------------------------------------------------------
+
+
+def _check_computation(estimator: Any) -> None:
+  """Accepts an estimator of ``E[f]`` or an objective (whose gradient moments mean the same thing)."""
+  if not isinstance(estimator, base.Objective):
+    base.check_estimator(estimator)
+
+
+def _value_name(estimator: base.Estimator | base.Objective) -> str:
+  return estimator.value_name if isinstance(estimator, base.Objective) else "E[f]"
 
 
 def _check_moments(moments: Any) -> None:
@@ -149,14 +163,16 @@ def repeated_estimates(
 ) -> tuple[Array, Params]:
   """``num_repeats`` independent estimates: values of shape ``(R,)`` and grads with a leading ``R`` axis.
 
-  Every repeat starts from the same ``state`` (the states the repeats return are discarded).
+  ``estimator`` is an :class:`sfe_jax.Estimator` or an :class:`sfe_jax.objectives.Objective` (then ``f`` is
+  its log-joint and the values are estimates of its bound). Every repeat starts from the same ``state`` (the
+  states the repeats return are discarded).
   """
+  _check_computation(estimator)
   num_repeats = base.check_static_int(num_repeats, "num_repeats", 1)
   keys = jax.random.split(key, num_repeats)
 
   def one(k):
-    value, grads, _ = base.value_and_grad(estimator, f, dist_builder, params, k, num_samples=num_samples,
-                                          state=state)
+    value, grads, _ = base.value_and_grad_of(estimator, f, dist_builder, params, k, num_samples, state)
     return value, grads
 
   if batch_size is None or batch_size >= num_repeats:
@@ -221,7 +237,8 @@ def gradient_moments(
   ``num_samples``, ``num_repeats`` and ``batch_size`` static.
 
   Args:
-    estimator: an :class:`sfe_jax.Estimator`.
+    estimator: an :class:`sfe_jax.Estimator`, or an :class:`sfe_jax.objectives.Objective` (then ``f`` is its
+      log-joint, the gradient is that of the bound, and ``value_mean`` estimates the bound).
     f: a function of one sample returning a real scalar.
     dist_builder: maps ``params`` to a distribution.
     params: a pytree of floating-point arrays.
@@ -248,7 +265,7 @@ def gradient_moments(
     >>> m.snr["loc"].shape
     ()
   """
-  base.check_estimator(estimator)
+  _check_computation(estimator)
   base.check_key(key)
   num_repeats = base.check_static_int(num_repeats, "num_repeats", 2, " to estimate a variance")
   if batch_size is not None:
@@ -256,13 +273,16 @@ def gradient_moments(
 
   # One compiled computation for all repeats (params, state and key are arguments, not baked-in constants);
   # under an outer jit this inner jit is inlined.
-  @jax.jit
-  def run(p, s, k):
-    values, grads = repeated_estimates(estimator, f, dist_builder, p, k, num_samples=num_samples,
-                                       num_repeats=num_repeats, state=s, batch_size=batch_size)
-    return moments_from_estimates(values, grads, num_samples=num_samples)._replace(num_repeats=0, num_samples=0)
+  split, diff = base.check_params(params)  # Leaves that are not arrays (equinox) stay out of jit's arguments.
 
-  moments = run(params, state, key)
+  @jax.jit
+  def run(d, s, k):
+    values, grads = repeated_estimates(estimator, f, dist_builder, split.merge(d), k, num_samples=num_samples,
+                                       num_repeats=num_repeats, state=s, batch_size=batch_size)
+    moments = moments_from_estimates(values, grads, num_samples=num_samples)
+    return moments._replace(num_repeats=0, num_samples=0)
+
+  moments = run(diff, state, key)
   return moments._replace(num_repeats=num_repeats, num_samples=int(num_samples))
 
 
@@ -369,24 +389,24 @@ def time_per_estimate(
     >>> t.median_seconds > 0
     True
   """
-  base.check_estimator(estimator)
+  _check_computation(estimator)
   repeats = base.check_static_int(repeats, "repeats", 1)
   warmup = base.check_static_int(warmup, "warmup", 0)
   # Checked here as well as in value_and_grad, so that bad input fails before anything is compiled.
-  num_samples = base.check_num_samples(num_samples, estimator)
-  base.check_key(key)
-  if state is None:
-    state = estimator.init(params)
+  prepared = base.prepare(estimator, f, dist_builder, params, key, num_samples, state)
+  num_samples, state = prepared.num_samples, prepared.state
 
-  def run(p, s, k):
-    value, grads, _ = base.value_and_grad(estimator, f, dist_builder, p, k, num_samples=num_samples, state=s)
+  split, diff = prepared.split, prepared.diff
+
+  def run(d, s, k):
+    value, grads, _ = base.value_and_grad_of(estimator, f, dist_builder, split.merge(d), k, num_samples, s)
     return value, grads
 
   start = time.perf_counter()
-  compiled = jax.jit(run).lower(params, state, key).compile()
+  compiled = jax.jit(run).lower(diff, state, key).compile()
   compile_seconds = time.perf_counter() - start
   keys = jax.block_until_ready(list(jax.random.split(key, warmup + repeats)))
-  seconds = _time_compiled(compiled, [(params, state, k) for k in keys], repeats=repeats, warmup=warmup)
+  seconds = _time_compiled(compiled, [(diff, state, k) for k in keys], repeats=repeats, warmup=warmup)
   return Timing(median_seconds=float(statistics.median(seconds)), min_seconds=float(min(seconds)),
                 compile_seconds=float(compile_seconds))
 
@@ -443,7 +463,7 @@ def evaluate(
     >>> sorted(report.work_normalized_variance)
     ['loc', 'scale']
   """
-  base.check_estimator(estimator)
+  _check_computation(estimator)
   num_repeats = base.check_static_int(num_repeats, "num_repeats", 2, " to estimate a variance")
   moments_key, timing_key = jax.random.split(key)
   moments = gradient_moments(estimator, f, dist_builder, params, moments_key, num_samples=num_samples,
@@ -453,4 +473,4 @@ def evaluate(
                              repeats=timing_repeats, warmup=warmup, state=state)
   work = jax.tree.map(lambda v: v * timing.median_seconds, moments.variance)
   return Report(moments=moments, bias=gradient_bias, timing=timing, work_normalized_variance=work,
-                estimator_name=estimator.name)
+                estimator_name=estimator.name, value_name=_value_name(estimator))

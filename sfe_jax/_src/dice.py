@@ -33,7 +33,6 @@ from sfe_jax._src.base import magic_box
 
 Array = jax.Array
 
-__all__ = ("magic_box", "surrogate")
 
 
 def _as_float_array(x: Any, name: str, min_ndim: int = 1) -> Array:
@@ -121,13 +120,12 @@ def surrogate(
     TypeError / ValueError: on non-floating inputs, mismatched shapes, or a malformed ``dependencies``.
 
   Examples:
-    >>> import jax, jax.numpy as jnp, distrax
-    >>> from sfe_jax import dice
+    >>> import jax, jax.numpy as jnp, distrax, sfe_jax as sfe
     >>> theta, key = jnp.array(0.5), jax.random.key(0)
     >>> def loss(theta):
     ...   dist = distrax.Normal(theta, 1.0)
     ...   x = jax.lax.stop_gradient(dist.sample(seed=key, sample_shape=(100_000, 1)))
-    ...   return dice.surrogate(x ** 2, dist.log_prob(x))  # E[x^2] = theta^2 + 1
+    ...   return sfe.objectives.dice(x ** 2, dist.log_prob(x))  # E[x^2] = theta^2 + 1
     >>> bool(abs(jax.grad(jax.grad(loss))(theta) - 2.0) < 0.1)  # the exact second derivative is 2
     True
 

@@ -5,13 +5,15 @@ estimator, enumeration) works on the *logits* of the distribution and differenti
 estimator computes a gradient with respect to the logits and the chain rule through ``dist_builder`` carries
 it to ``params``. This module turns a distribution into that view and back:
 
-* :func:`discrete_view` recognises ``distrax.Bernoulli``, ``distrax.Categorical`` (and its subclasses),
-  ``distrax.OneHotCategorical``, and ``distrax.Independent`` wrappers of these, and refuses anything else with
-  an error naming the estimator;
+* :func:`discrete_view` recognises Bernoulli, Categorical and OneHotCategorical distributions of distrax, TFP's
+  JAX substrate and numpyro (through the adapter, :func:`sfe_jax._src.distributions.discrete_family`), in
+  ``Independent`` wrappers too, and refuses anything else with an error naming the estimator;
 * :func:`log_prob` is the joint log-probability computed from the logits (stable for logits of any size);
 * :func:`to_sample` turns hard values (bits, category indices) into what the distribution's own ``sample``
   returns, so ``f`` sees the same input under every estimator;
-* :func:`relaxed_input` turns relaxed values into the input ``f`` receives under a relaxation;
+* :func:`require_relaxable` refuses, for relaxation-based estimators, the encodings a relaxed value cannot
+  take (category indices, integer dtypes), and :func:`relaxed_input` casts relaxed values to the
+  distribution's own dtype;
 * :func:`stick_breaking_logits` and :func:`stick_breaking_decode` write a categorical variable as K-1
   independent bits (``z`` = the first bit that is 1), which is how antithetic estimators reach categoricals.
 
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import distrax
 import jax
 import jax.numpy as jnp
 
@@ -75,37 +76,58 @@ def discrete_view(dist: Any, *, who: str, kinds: tuple[str, ...] = (BERNOULLI, C
   """The :class:`DiscreteView` of ``dist``; a ``TypeError`` naming ``who`` if ``dist`` is not supported.
 
   Args:
-    dist: the distribution ``dist_builder(params)`` returned.
+    dist: the distribution ``dist_builder(params)`` returned: a Bernoulli, Categorical or OneHotCategorical of
+      distrax, TFP's JAX substrate or numpyro, optionally in ``Independent`` wrappers.
     who: the estimator's name, for the error message.
     kinds: the kinds the estimator supports.
   """
-  inner = dist
-  while isinstance(inner, distrax.Independent):
-    inner = inner.distribution
+  family = distributions.discrete_family(dist)
   view = None
-  if isinstance(inner, distrax.Bernoulli):
-    logits = jnp.broadcast_to(inner.logits, tuple(inner.batch_shape))
-    view = DiscreteView(BERNOULLI, logits, False, inner.dtype)
-  elif isinstance(inner, distrax.OneHotCategorical):
-    view = DiscreteView(CATEGORICAL, _normalised(inner.logits, inner), True, inner.dtype)
-  elif isinstance(inner, distrax.Categorical):
-    view = DiscreteView(CATEGORICAL, _normalised(inner.logits, inner), False, inner.dtype)
+  if family is not None:
+    shape = distributions.sample_shape(dist)
+    dtype = distributions.one_sample(dist).dtype
+    if family.kind == BERNOULLI:
+      view = DiscreteView(BERNOULLI, jnp.broadcast_to(family.logits, shape), False, dtype)
+    else:
+      one_hot = family.kind == distributions.ONE_HOT
+      num_categories = family.logits.shape[-1]
+      variables = shape[:-1] if one_hot else shape
+      logits = jnp.broadcast_to(family.logits, variables + (num_categories,))
+      view = DiscreteView(CATEGORICAL, jax.nn.log_softmax(logits, axis=-1), one_hot, dtype)
   if view is None or view.kind not in kinds:
-    names = {BERNOULLI: "distrax.Bernoulli", CATEGORICAL: "distrax.Categorical or distrax.OneHotCategorical"}
+    names = {BERNOULLI: distributions.DISCRETE_CLASSES[BERNOULLI],
+             CATEGORICAL: (f"{distributions.DISCRETE_CLASSES[CATEGORICAL]} or "
+                           f"{distributions.DISCRETE_CLASSES[distributions.ONE_HOT]}")}
     wanted = " or ".join(names[k] for k in kinds)
     hint = ""
     if not distributions.is_discrete(dist):
       hint = (" It is not discrete: for a continuous distribution use sfe.pathwise() or "
               "sfe.score_function().")
     raise TypeError(
-        f"{who} needs {wanted} (optionally wrapped in distrax.Independent); got "
-        f"{distributions.describe(dist)}.{hint}")
+        f"{who} needs {wanted}, optionally wrapped in Independent; got {distributions.describe(dist)}.{hint}")
   return view
 
 
-def _normalised(logits: Array, dist: Any) -> Array:
-  shape = tuple(dist.batch_shape) + (logits.shape[-1],)
-  return jax.nn.log_softmax(jnp.broadcast_to(logits, shape), axis=-1)
+def require_relaxable(view: DiscreteView, who: str) -> None:
+  """Refuses a distribution whose own samples could not be relaxed without changing their encoding.
+
+  Relaxation-based estimators feed ``f`` values between the discrete ones (and hard values with a surrogate
+  derivative), which only exist in the distribution's own encoding when that encoding is floating-point bits
+  or one-hot vectors. An index-valued Categorical, or integer samples, would silently change what ``f`` sees.
+  """
+  if view.kind == CATEGORICAL and not view.one_hot:
+    raise TypeError(
+        f"{who} relaxes the sample to a point of the simplex, which an index-valued Categorical cannot hold: f "
+        "would receive one-hot vectors instead of the indices the distribution samples. Use OneHotCategorical "
+        "(distrax.OneHotCategorical(logits, dtype=jnp.float32) or tfp's OneHotCategorical with a float dtype), "
+        "whose samples are one-hot vectors, and write f for one-hot input (table[x] becomes x @ table).")
+  if not jnp.issubdtype(view.dtype, jnp.floating):
+    name = "Bernoulli" if view.kind == BERNOULLI else "OneHotCategorical"
+    raise TypeError(
+        f"{who} feeds f relaxed (floating-point) values, but the distribution's samples have dtype {view.dtype}, "
+        f"so f would receive a different dtype than the distribution samples. Build it with a floating-point "
+        f"dtype: distrax.{name}(logits=..., dtype=jnp.float32), or TFP's {name} with dtype=jnp.float32 "
+        "(numpyro's discrete distributions always sample integers).")
 
 
 def log_prob(view: DiscreteView, hard: Array) -> Array:
@@ -133,27 +155,26 @@ def to_sample(view: DiscreteView, hard: Array) -> Array:
   return hard.astype(view.dtype)
 
 
+def to_canonical(view: DiscreteView, samples: Array) -> Array:
+  """The distribution's own samples -> canonical hard values (float bits, or integer category indices)."""
+  if view.kind == CATEGORICAL:
+    return jnp.argmax(samples, axis=-1) if view.one_hot else samples.astype(jnp.int32)
+  return samples.astype(view.logits.dtype)
+
+
 def one_hot(view: DiscreteView, hard: Array) -> Array:
   """Canonical categorical indices -> float one-hot vectors of shape ``hard.shape + (K,)``."""
   return jax.nn.one_hot(hard, view.num_categories, dtype=view.logits.dtype)
 
 
 def relaxed_input(view: DiscreteView, soft: Array) -> Array:
-  """What ``f`` receives under a relaxation: the relaxed values themselves, as floats.
+  """What ``f`` receives under a relaxation: the relaxed values in the distribution's own (float) dtype.
 
-  Bernoulli: values in [0, 1] with the shape of one sample. Categorical: points of the simplex, shape
-  ``variables_shape + (K,)``; for a ``Categorical`` (index samples) ``f`` must therefore accept one-hot
-  vectors, which every relaxation documents.
+  Bernoulli: values in [0, 1] with the shape of one sample. One-hot categorical: points of the simplex, shape
+  ``variables_shape + (K,)``. :func:`require_relaxable` has checked that these are the distribution's own
+  encoding.
   """
-  return soft.astype(view.logits.dtype)
-
-
-def hard_input(view: DiscreteView, hard: Array) -> Array:
-  """The input ``f`` receives for hard values under a relaxation-based estimator (floats; one-hot for
-  categoricals), so that relaxed and hard evaluations of ``f`` see the same encoding."""
-  if view.kind == BERNOULLI:
-    return hard.astype(view.logits.dtype)
-  return one_hot(view, hard)
+  return soft.astype(view.dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -49,12 +49,14 @@ def enumerate(max_support: int = DEFAULT_MAX_SUPPORT) -> base.Estimator:  # pyli
   anything ``f`` closes over) are exact, and so are its higher derivatives. It is the ground truth that the
   tests and benchmarks compare the Monte Carlo estimators with.
 
-  * Distributions: ``distrax.Bernoulli`` (any shape: ``2 ** size`` joint values), ``distrax.Categorical`` and
-    ``distrax.OneHotCategorical`` (``K ** num_variables`` joint values), optionally wrapped in
-    ``distrax.Independent``. ``f`` receives samples in the distribution's own encoding.
+  * Distributions: Bernoulli (any shape: ``2 ** size`` joint values), Categorical and OneHotCategorical
+    (``K ** num_variables`` joint values), of distrax, TFP's JAX substrate or numpyro, optionally wrapped in
+    ``Independent``. ``f`` receives samples in the distribution's own encoding.
   * Bias and variance: none; the key is not used.
-  * Cost: one evaluation of ``f`` per point of the support, whatever ``num_samples`` is (``num_samples`` is
-    accepted for the common interface and ignored).
+  * Cost: one evaluation of ``f`` per point of the support. ``num_samples`` counts evaluations of ``f``, as for
+    every estimator: pass ``num_samples=None`` (or leave it out), or exactly the support size; anything else
+    is refused.
+  * Derivative order: every order, exactly (the surrogate is the expectation itself).
 
   Args:
     max_support: the largest support to enumerate; a larger one is refused at trace time with an error that
@@ -67,21 +69,25 @@ def enumerate(max_support: int = DEFAULT_MAX_SUPPORT) -> base.Estimator:  # pyli
     >>> import jax, jax.numpy as jnp, distrax, sfe_jax as sfe
     >>> dist_builder = lambda phi: distrax.Bernoulli(logits=jnp.full(3, phi))   # 3 bits, one shared logit
     >>> f = lambda b: jnp.sum((b - jnp.array([0.6, 0.51, 0.48])) ** 2)
-    >>> _, grad, _ = sfe.value_and_grad(sfe.enumerate(), f, dist_builder, jnp.float32(0.0), jax.random.key(0),
-    ...                                 num_samples=1)
+    >>> _, grad, _ = sfe.value_and_grad(sfe.enumerate(), f, dist_builder, jnp.float32(0.0), jax.random.key(0))
     >>> round(float(grad), 4)
     -0.045
   """
   max_support = base.check_static_int(max_support, "max_support", 1)
   who = "sfe.enumerate()"
 
+  def sample_count(dist):
+    view = discrete.discrete_view(dist, who=who)
+    size = check_support_size(view, max_support, who, "Use a Monte Carlo estimator")
+    return base.SampleCount(minimum=size, maximum=size, default=size, reason=(
+        f" (it evaluates f once on each of the {size} points of the support)"))
+
   def surrogate(f, dist_builder, params, key, num_samples, state):
     del key, num_samples
     view = discrete.discrete_view(base.build_distribution(dist_builder, params), who=who)
-    check_support_size(view, max_support, who, "Use a Monte Carlo estimator")
     points = support(view)
     log_p = jax.vmap(lambda x: discrete.log_prob(view, x))(points)
     values = base.evaluate(f, discrete.to_sample(view, points))
     return jnp.sum(jnp.exp(log_p) * values), state
 
-  return base.Estimator(base.empty_init, surrogate, name=who)
+  return base.Estimator(base.empty_init, surrogate, name=who, sample_count=sample_count, max_order=None)

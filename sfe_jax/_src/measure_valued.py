@@ -16,11 +16,13 @@ user's ``params`` comes from autodiff through ``dist_builder``.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from sfe_jax._src import base
+from sfe_jax._src import discrete
 from sfe_jax._src import distributions
 
 sg = jax.lax.stop_gradient
@@ -28,14 +30,42 @@ sg = jax.lax.stop_gradient
 _WHO = "sfe.measure_valued()"
 
 
-def _natural_parameters(dist):
+class _Family(NamedTuple):
+  """What the estimator works with: a diagonal Gaussian or a discrete view, and the evaluations per sample."""
+
+  gaussian: distributions.GaussianDiag | None
+  view: discrete.DiscreteView | None
+  evaluations: int  # evaluations of f per base sample
+  description: str
+
+
+def _family(dist) -> _Family:
+  gaussian = distributions.gaussian_diag(dist)
+  if gaussian is not None:
+    dim = math.prod(gaussian.loc.shape)
+    return _Family(gaussian, None, 4 * dim, f"4 D = {4 * dim} times per base sample of this Gaussian (D = {dim})")
   try:
-    return distributions.natural_parameters(dist, who=_WHO)
-  except TypeError as e:
+    view = discrete.discrete_view(dist, who=_WHO)
+  except TypeError:
     raise TypeError(
-        f"{e} Measure-valued derivatives need the weak derivative of each parameter's density, which "
-        "sfe_jax knows only for these families; for other distributions use sfe.score_function() (any "
+        f"{_WHO} supports Gaussians with independent coordinates ({distributions.GAUSSIAN_DIAG_CLASSES}) and "
+        f"Bernoulli, Categorical and OneHotCategorical variables (distrax, tfp, numpyro); got "
+        f"{distributions.describe(dist)}. Measure-valued derivatives need the weak derivative of each "
+        "parameter's density, which sfe_jax knows only for these families (a correlated Gaussian such as "
+        "MultivariateNormalTri has none per coordinate); for other distributions use sfe.score_function() (any "
         "distribution) or sfe.pathwise() (reparameterizable ones).") from None
+  dim = view.num_variables
+  if view.kind == discrete.BERNOULLI:
+    return _Family(None, view, 2 * dim, f"2 D = {2 * dim} times per base sample of these D = {dim} bits")
+  k = view.num_categories
+  return _Family(None, view, dim * k,
+                 f"D K = {dim * k} times per base sample of these D = {dim} variables with K = {k} classes")
+
+
+def _sample_count(dist) -> base.SampleCount:
+  family = _family(dist)
+  return base.SampleCount(multiple=family.evaluations, minimum=family.evaluations,
+                          reason=f" (num_samples counts evaluations of f, and it evaluates f {family.description})")
 
 
 def _replace_coordinate(bases, values, eye):
@@ -94,39 +124,42 @@ def _gaussian(f, nat, key, num, coupling):
   return value, grads
 
 
-def _bernoulli(f, nat, xs):
-  """``d/dp_j = E[f(b; b_j = 1) - f(b; b_j = 0)]``; returns ``(value, BernoulliProbs of gradients)``."""
-  num, shape = xs.shape[0], nat.probs.shape
+def _bernoulli(f, view, xs):
+  """``d/dp_j = E[f(b; b_j = 1) - f(b; b_j = 0)]``; returns ``(value, probs, gradients in probs)``."""
+  probs = jax.nn.sigmoid(view.logits)  # Differentiable in params: carries the chain rule.
+  shape, num = view.variables_shape, xs.shape[0]
   dim = math.prod(shape)
-  flat = jnp.reshape(xs, (num, dim))
+  flat = jnp.reshape(discrete.to_canonical(view, xs), (num, dim))
   eye = jnp.eye(dim, dtype=bool)
-  ones = jnp.ones((num, dim), xs.dtype)
+  ones = jnp.ones((num, dim), flat.dtype)
   plus = _replace_coordinate(flat, ones, eye)  # (N, D, D)
   minus = _replace_coordinate(flat, jnp.zeros_like(ones), eye)
-  perturbed = jnp.stack([plus, minus], axis=1)  # (N, 2, D, D)
-  fs = base.evaluate_batched(f, jnp.reshape(perturbed, (num, 2, dim) + shape), 3)  # (N, 2, D)
+  perturbed = jnp.reshape(jnp.stack([plus, minus], axis=1), (num, 2, dim) + shape)  # (N, 2, D, *shape)
+  fs = base.evaluate_batched(f, discrete.to_sample(view, perturbed), 3)  # (N, 2, D)
   grad = jnp.mean(fs[:, 0] - fs[:, 1], axis=0)
   # f(b) is one of the two sides of coordinate 0: no extra evaluation.
   value = jnp.mean(jnp.where(flat[:, 0] != 0, fs[:, 0, 0], fs[:, 1, 0]))
-  return value, distributions.BernoulliProbs(jnp.reshape(grad, shape))
+  return value, probs, jnp.reshape(grad, shape)
 
 
-def _categorical(f, nat, xs):
-  """``d/dp_jk = E[f(x; x_j = k) - f(x)]``; returns ``(value, CategoricalProbs of gradients)``."""
-  num, shape, num_categories = xs.shape[0], nat.probs.shape[:-1], nat.probs.shape[-1]
+def _categorical(f, view, xs):
+  """``d/dp_jk = E[f(x; x_j = k) - f(x)]``; returns ``(value, probs, gradients in probs)``."""
+  probs = jax.nn.softmax(view.logits, axis=-1)  # Differentiable in params: carries the chain rule.
+  shape, num_categories, num = view.variables_shape, view.num_categories, xs.shape[0]
   dim = math.prod(shape)
-  flat = jnp.reshape(xs, (num, dim))
-  categories = jnp.broadcast_to(jnp.arange(num_categories, dtype=xs.dtype), (num, dim, num_categories))
+  flat = jnp.reshape(discrete.to_canonical(view, xs), (num, dim))
+  categories = jnp.broadcast_to(jnp.arange(num_categories, dtype=flat.dtype), (num, dim, num_categories))
   eye = jnp.eye(dim, dtype=bool)
   # [n, j, k, i] = k if i == j else x[n, i].
   perturbed = jnp.where(eye[None, :, None, :], categories[..., None], flat[:, None, None, :])  # (N, D, K, D)
-  fs = base.evaluate_batched(f, jnp.reshape(perturbed, (num, dim, num_categories) + shape), 3)  # (N, D, K)
+  perturbed = jnp.reshape(perturbed, (num, dim, num_categories) + shape)
+  fs = base.evaluate_batched(f, discrete.to_sample(view, perturbed), 3)  # (N, D, K)
   # f(x) is the evaluation with x_j set to its own value; taking it per j makes g_{j, x_j} exactly zero.
   index = jnp.reshape(flat, (num, dim, 1)).astype(jnp.int32)
   f_at_x = jnp.take_along_axis(fs, index, axis=2)  # (N, D, 1)
   grad = jnp.mean(fs - f_at_x, axis=0)
   value = jnp.mean(f_at_x[:, 0, 0])
-  return value, distributions.CategoricalProbs(jnp.reshape(grad, shape + (num_categories,)))
+  return value, probs, jnp.reshape(grad, shape + (num_categories,))
 
 
 def measure_valued(coupling: bool = True) -> base.Estimator:
@@ -137,8 +170,9 @@ def measure_valued(coupling: bool = True) -> base.Estimator:
   where :math:`p^\pm_j` change coordinate :math:`j` of the sample only. With :math:`x` a base sample of the
   distribution and :math:`x^{(j \leftarrow v)}` the sample with coordinate :math:`j` set to :math:`v`:
 
-  * Gaussian (``distrax.Normal``, ``distrax.MultivariateNormalDiag``; mean :math:`\mu_j` and standard
-    deviation :math:`\sigma_j` per coordinate):
+  * Gaussian with independent coordinates (``Normal`` and ``MultivariateNormalDiag`` of distrax and TFP,
+    numpyro's ``Normal``, and ``Independent`` wrappers; mean :math:`\mu_j` and standard deviation
+    :math:`\sigma_j` per coordinate):
 
     .. math::
        \hat g_{\mu_j} = \frac{f(x^{(j \leftarrow \mu_j + \sigma_j W)})
@@ -148,9 +182,9 @@ def measure_valued(coupling: bool = True) -> base.Estimator:
 
     with :math:`W` Weibull (density :math:`w e^{-w^2/2}`), :math:`M` double-sided Maxwell (density
     :math:`m^2 e^{-m^2/2}/\sqrt{2\pi}`) and :math:`U \sim \mathrm{Uniform}(0, 1)`, so :math:`MU \sim N(0, 1)`.
-  * Bernoulli (``distrax.Bernoulli``, probabilities :math:`p_j`):
+  * Bernoulli (distrax, TFP, numpyro; probabilities :math:`p_j`):
     :math:`\hat g_{p_j} = f(x^{(j \leftarrow 1)}) - f(x^{(j \leftarrow 0)})`.
-  * Categorical (``distrax.Categorical``, probabilities :math:`p_{jk}`):
+  * Categorical and OneHotCategorical (distrax, TFP, numpyro; probabilities :math:`p_{jk}`):
     :math:`\hat g_{p_{jk}} = f(x^{(j \leftarrow k)}) - f(x)`: the positive part is the point mass at
     :math:`k`, the negative part :math:`p_j` itself. The subtracted :math:`f(x)` is constant in :math:`k`, so
     it changes nothing along the simplex (the softmax of ``logits``, or distrax's normalisation of ``probs``,
@@ -159,8 +193,10 @@ def measure_valued(coupling: bool = True) -> base.Estimator:
   Gradients with respect to ``params`` follow by the chain rule (autodiff through ``dist_builder``), so
   ``Normal(loc, jnp.exp(log_scale))`` or ``Bernoulli(logits=...)`` work as they are.
 
-  * Needs of the distribution: one of the four families above (any other raises a ``TypeError`` at trace
-    time). ``f`` is only evaluated, never differentiated: it may be non-differentiable, or a black box.
+  * Needs of the distribution: one of the families above (any other raises a ``TypeError`` at trace time;
+    a correlated Gaussian such as ``MultivariateNormalTri`` has no weak derivative per coordinate and is
+    refused). ``f`` is only evaluated, never differentiated: it may be non-differentiable, or a black box.
+    ``f`` receives samples in the distribution's own encoding (indices, or one-hot vectors).
   * Bias: none.
   * Variance: with ``coupling=True`` (the default) the plus and minus sides share the base sample for the
     other coordinates (their contribution cancels exactly when ``f`` is additive), the same :math:`W` for
@@ -170,15 +206,17 @@ def measure_valued(coupling: bool = True) -> base.Estimator:
     only for ``|a| < 1.53 sigma``, while coupling lowers ``Var_sigma`` from ``16 a^2 + 8 sigma^2`` to
     ``4 a^2 + 4 sigma^2``. ``coupling=False`` draws every side independently. Estimates are bounded when ``f``
     is, and often have lower variance than pathwise ones (Mohamed et al. 2020, Figures 2 and 3).
-  * Cost: ``num_samples`` is the number of *base samples* ``N``, the one exception to "``num_samples`` counts
-    evaluations of ``f``": each base sample costs ``4 D`` evaluations of ``f`` for a Gaussian (2 per
-    coordinate for ``loc`` and 2 for ``scale``), ``2 D`` for a Bernoulli and ``D K`` for a categorical (the
-    evaluation at ``x`` itself is among them), with ``D`` the number of coordinates of one sample and ``K``
-    the number of categories. At equal cost in evaluations, ``num_samples=N`` here compares with
-    ``num_samples=4 * D * N`` (Gaussian) for the score function or pathwise estimators. Memory grows as
+  * Cost: ``num_samples`` counts evaluations of ``f``, as for every estimator, and each base sample costs a
+    group of them: ``4 D`` for a Gaussian (2 per coordinate for ``loc`` and 2 for ``scale``), ``2 D`` for a
+    Bernoulli and ``D K`` for a categorical (the evaluation at ``x`` itself is among them), with ``D`` the
+    number of coordinates of one sample and ``K`` the number of categories. ``num_samples`` must be a multiple
+    of the group, and the estimate averages over ``N = num_samples / group`` base samples. Memory grows as
     ``N D^2``.
+  * Derivative order: first. The surrogate is linear in the natural parameters, so a second derivative in
+    ``params`` raises :class:`sfe_jax.HigherOrderError`; mixed derivatives in ``params`` and in what ``f``
+    closes over are the measure-valued estimates of the gradient of :math:`E[\partial f]`.
 
-  The surrogate is :math:`\hat F + \sum_j \bot(\hat g_j)(\eta_j - \bot\eta_j)` (``⊥`` = stop_gradient,
+  The surrogate is :math:`\hat F + \sum_j \hat g_j\,(\eta_j - \bot\eta_j)` (``⊥`` = stop_gradient,
   :math:`\eta` the natural parameters, differentiable in ``params``). :math:`\hat F` is the mean of the
   evaluations that are distributed as the distribution itself (the ``sigma`` minus sides for a Gaussian,
   :math:`f(x)` at the base samples otherwise), so the value is an unbiased Monte Carlo estimate of
@@ -196,7 +234,7 @@ def measure_valued(coupling: bool = True) -> base.Estimator:
     >>> dist_builder = lambda p: distrax.Normal(p["loc"], p["scale"])
     >>> f = lambda x: jnp.sum(x ** 2)
     >>> value, grads, _ = sfe.value_and_grad(sfe.measure_valued(), f, dist_builder, params,
-    ...                                      jax.random.key(0), num_samples=100)
+    ...                                      jax.random.key(0), num_samples=800)  # 100 base samples of 4 D = 8
     >>> jax.tree.map(jnp.shape, grads)
     {'loc': (2,), 'scale': (2,)}
 
@@ -210,16 +248,18 @@ def measure_valued(coupling: bool = True) -> base.Estimator:
 
   def surrogate(f, dist_builder, params, key, num_samples, state):
     dist = base.build_distribution(dist_builder, params)
-    nat = _natural_parameters(dist)  # Differentiable in params: carries the chain rule.
-    if isinstance(nat, distributions.GaussianDiag):
-      value, grads = _gaussian(f, nat, key, num_samples, coupling)
-    else:
-      xs = sg(base.sample(dist, key, num_samples))
-      if isinstance(nat, distributions.BernoulliProbs):
-        value, grads = _bernoulli(f, nat, xs)
+    family = _family(dist)
+    num = num_samples // family.evaluations
+    if family.gaussian is not None:
+      nat = family.gaussian  # Differentiable in params: carries the chain rule.
+      value, grads = _gaussian(f, nat, key, num, coupling)
+    else:  # Base samples from the distribution's own sampler (no gradient flows through them).
+      xs = sg(base.sample(dist, key, num))
+      if family.view.kind == discrete.BERNOULLI:
+        value, nat, grads = _bernoulli(f, family.view, xs)
       else:
-        value, grads = _categorical(f, nat, xs)
+        value, nat, grads = _categorical(f, family.view, xs)
     return value + base.linear_surrogate(nat, grads), state
 
   name = "measure-valued" + ("" if coupling else " (uncoupled)")
-  return base.Estimator(base.empty_init, surrogate, name=name)
+  return base.Estimator(base.empty_init, surrogate, name=name, sample_count=_sample_count)

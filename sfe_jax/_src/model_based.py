@@ -129,7 +129,7 @@ def model_based_objective(
     *,
     estimator: str = "pathwise",
     num_trajectories: int = 1,
-    baseline: Optional[str] = None,
+    baseline: Any = None,
 ) -> Array:
   r"""A Monte Carlo estimate of :math:`J(\theta)` whose ``jax.grad`` in ``params`` estimates :math:`\nabla J`.
 
@@ -140,11 +140,11 @@ def model_based_objective(
   * ``"pathwise"``: the gradient of that mean through reparameterized actions and the model (BPTT).
     ``baseline`` must be ``None``.
   * ``"score_function"``: ``-grad`` of :func:`sfe_jax.rl.reinforce_loss` (reward-to-go, ``gamma^t``
-    weights) over the ``[N, T]`` trajectories, with ``baseline`` ``None``, ``"leave_one_out"`` (unbiased,
-    needs ``num_trajectories >= 2`` to help) or ``"mean"`` (biased by the factor ``1 - 1/N``).
+    weights) over the ``[N, T]`` trajectories, with ``baseline`` ``None``, ``sfe.baselines.leave_one_out()``
+    (unbiased, needs ``num_trajectories >= 2`` to help) or ``sfe.baselines.constant(value)``.
 
-  Both gradients are unbiased for :math:`\nabla J` (the ``"mean"`` baseline excepted), so on the same
-  problem their means agree and only their variances differ. To maximise ``J``, follow the gradient (or
+  Both gradients are unbiased for :math:`\nabla J`, so on the same problem their means agree and only their
+  variances differ. To maximise ``J``, follow the gradient (or
   minimise ``-model_based_objective(...)``).
 
   Args:
@@ -158,7 +158,8 @@ def model_based_objective(
     gamma: the discount in [0, 1].
     estimator: ``"pathwise"`` or ``"score_function"``.
     num_trajectories: ``N``, the number of trajectories averaged (static).
-    baseline: for ``"score_function"``: ``None``, ``"leave_one_out"`` or ``"mean"``.
+    baseline: for ``"score_function"``: ``None`` or a baseline of :mod:`sfe_jax.baselines` that works over
+      trajectories (``leave_one_out()``, ``constant(value)``).
 
   Returns:
     A scalar.
@@ -187,8 +188,8 @@ def model_based_objective(
           "estimator='pathwise'.")
     pathwise.check_reparameterizable(policy_fn(params, jax.tree.map(jnp.asarray, init_state)),
                                      f"{fn}(estimator='pathwise')")
-  elif baseline not in (None, "leave_one_out", "mean"):
-    raise ValueError(f"`baseline` of {fn} must be None, 'leave_one_out' or 'mean'; got {baseline!r}.")
+  else:
+    baseline = rl.check_baseline(baseline, fn, arrays=False)
 
   keys = jax.random.split(key, num_trajectories)
   rollout = jax.vmap(lambda k: model_rollout(policy_fn, dynamics, reward, params, init_state, k, horizon,

@@ -1,12 +1,15 @@
 r"""Multi-sample objectives: the importance-weighted bound (IWAE) and its gradient estimators.
 
-**These estimators do not estimate** ``E[f]``. They keep the core call signature,
+**These are objectives, not estimators of** ``E[f]``. They are :class:`sfe_jax.objectives.Objective` values,
+a type of their own, run by their own entry points with the familiar arguments,
 
 .. code-block:: python
 
-   value, grads, state = sfe.value_and_grad(sfe.vimco(), log_joint, dist_builder, params, key, num_samples=K)
+   value, grads, state = sfe.objectives.value_and_grad(sfe.objectives.vimco(), log_joint, dist_builder, params,
+                                                       key, num_samples=K)
 
-but what sits in the ``f`` position is the LOG-JOINT :math:`\log p(x, z)` of ONE latent sample ``z`` (a real
+so that estimator combinators (control variates) and ``sfe.value_and_grad`` refuse them with a clear error
+instead of misreading their value as ``E[f]``. What sits in the ``f`` position is the LOG-JOINT :math:`\log p(x, z)` of ONE latent sample ``z`` (a real
 scalar; it may close over the model's parameters and the data ``x``), ``dist_builder(params)`` is the proposal
 (the encoder, the variational posterior) :math:`q_\theta(z)`, and ``num_samples`` is the number ``K`` of
 importance samples. The library forms the log-weights itself, because the gradient must know how they depend on
@@ -33,9 +36,16 @@ Bias: every estimator here is unbiased for :math:`\nabla L_K` (with respect to :
 :math:`\log p(x)`; the gap shrinks as ``K`` grows (:math:`L_1 \le L_K \le L_{K+1} \le \log p(x)`, and
 :math:`L_K \to \log p(x)` when the weights are bounded).
 
-* :func:`iwae`: the reparameterized gradient of :math:`\hat L_K`; needs a reparameterizable ``q``.
+* :func:`iwae`: the reparameterized gradient of :math:`\hat L_K`; needs a reparameterizable ``q``. Every
+  derivative of its surrogate is an unbiased estimate of the same derivative of :math:`L_K`.
 * :func:`dreg`: doubly reparameterized gradients; the same expectation with less variance in :math:`\theta`.
+  First order only.
 * :func:`vimco`: a score-function gradient with leave-one-out baselines; any ``q``, discrete latents included.
+  First order only.
+
+``num_samples`` is ``K``, the number of evaluations of the log-joint, as it counts evaluations of ``f`` for the
+estimators. :func:`surrogate` and :func:`value_and_grad` check their input exactly as
+:func:`sfe_jax.expectation` and :func:`sfe_jax.value_and_grad` do.
 """
 
 from __future__ import annotations
@@ -50,6 +60,8 @@ from sfe_jax._src import distributions
 from sfe_jax._src import pathwise
 
 sg = jax.lax.stop_gradient
+
+_VALUE_NAME = "an estimate of the K-sample importance-weighted bound L_K"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -84,7 +96,7 @@ def _check_reparameterizable(dist, who: str) -> None:
     raise TypeError(
         f"{who} needs a reparameterizable proposal q = dist_builder(params) (it differentiates through the "
         f"latent samples), but samples of {distributions.describe(dist)} are not differentiable in its "
-        "parameters. Use sfe.vimco(), which works for any q, discrete latents included.")
+        "parameters. Use sfe.objectives.vimco(), which works for any q, discrete latents included.")
   pathwise.check_reparameterizable(dist, who)  # The undecidable case, with its registration hint.
 
 
@@ -155,14 +167,14 @@ def iwae() -> base.Estimator:
   * Cost: ``K`` evaluations of ``log_joint`` and one backward pass through them.
 
   Returns:
-    An :class:`sfe_jax.Estimator` (stateless).
+    An :class:`sfe_jax.objectives.Objective` (stateless).
 
   Examples:
     >>> import jax, jax.numpy as jnp, distrax, sfe_jax as sfe
     >>> log_joint = lambda z: jnp.sum(-0.5 * z ** 2 - 0.5 * (1.0 - z) ** 2 - jnp.log(2 * jnp.pi))
     >>> params = {"loc": jnp.zeros(2), "scale": jnp.ones(2)}
     >>> build = lambda p: distrax.Normal(p["loc"], p["scale"])
-    >>> bound, grads, _ = sfe.value_and_grad(sfe.iwae(), log_joint, build, params, jax.random.key(0),
+    >>> bound, grads, _ = sfe.objectives.value_and_grad(sfe.objectives.iwae(), log_joint, build, params, jax.random.key(0),
     ...                                      num_samples=16)
     >>> bound.shape, grads["loc"].shape  # bound: an estimate of L_16 <= log p(x) (maximise it)
     ((), (2,))
@@ -171,7 +183,7 @@ def iwae() -> base.Estimator:
     Burda, Grosse and Salakhutdinov, Importance weighted autoencoders, ICLR 2016. Rainforth, Kosiorek, Le,
     Maddison, Igl, Wood and Teh, Tighter variational bounds are not necessarily better, ICML 2018.
   """
-  who = "sfe.iwae()"
+  who = "sfe.objectives.iwae()"
 
   def surrogate(f, dist_builder, params, key, num_samples, state):
     dist = base.build_distribution(dist_builder, params)
@@ -181,7 +193,7 @@ def iwae() -> base.Estimator:
     log_w = base.evaluate(f, zs) - base.joint_log_prob(dist, zs)
     return log_mean_exp(log_w), state
 
-  return base.Estimator(base.empty_init, surrogate, name=who)
+  return base.Objective(base.empty_init, surrogate, name=who, max_order=None, value_name=_VALUE_NAME)
 
 
 def dreg() -> base.Estimator:
@@ -222,7 +234,7 @@ def dreg() -> base.Estimator:
     and, when ``log_joint`` closes over differentiated model parameters, one more for those.
 
   Returns:
-    An :class:`sfe_jax.Estimator` (stateless).
+    An :class:`sfe_jax.objectives.Objective` (stateless).
 
   Examples:
     With ``q`` equal to the posterior (here ``N(0.5, 0.5)``) every weight is ``p(x)``, and DReG's gradient is
@@ -232,7 +244,7 @@ def dreg() -> base.Estimator:
     >>> log_joint = lambda z: jnp.sum(-0.5 * z ** 2 - 0.5 * (1.0 - z) ** 2 - jnp.log(2 * jnp.pi))
     >>> params = {"loc": jnp.full(2, 0.5), "scale": jnp.full(2, 0.5 ** 0.5)}
     >>> build = lambda p: distrax.Normal(p["loc"], p["scale"])
-    >>> bound, grads, _ = sfe.value_and_grad(sfe.dreg(), log_joint, build, params, jax.random.key(0),
+    >>> bound, grads, _ = sfe.objectives.value_and_grad(sfe.objectives.dreg(), log_joint, build, params, jax.random.key(0),
     ...                                      num_samples=8)
     >>> bool(jnp.abs(grads["loc"]).max() < 1e-5), bool(jnp.abs(grads["scale"]).max() < 1e-5)
     (True, True)
@@ -242,7 +254,7 @@ def dreg() -> base.Estimator:
     ICLR 2019. Roeder, Wu and Duvenaud, Sticking the landing, NeurIPS 2017. Rainforth et al., Tighter
     variational bounds are not necessarily better, ICML 2018.
   """
-  who = "sfe.dreg()"
+  who = "sfe.objectives.dreg()"
 
   def surrogate(f, dist_builder, params, key, num_samples, state):
     dist = base.build_distribution(dist_builder, params)
@@ -260,7 +272,7 @@ def dreg() -> base.Estimator:
     path_q = jnp.sum(weights_sq * (log_q - sg(log_q)))
     return log_mean_exp(log_w) + path_p - path_q, state
 
-  return base.Estimator(base.empty_init, surrogate, name=who)
+  return base.Objective(base.empty_init, surrogate, name=who, value_name=_VALUE_NAME)
 
 
 def vimco() -> base.Estimator:
@@ -294,7 +306,7 @@ def vimco() -> base.Estimator:
     ``log_joint``; the baselines cost O(K).
 
   Returns:
-    An :class:`sfe_jax.Estimator` (stateless), with ``min_samples=2``.
+    An :class:`sfe_jax.objectives.Objective` (stateless); ``num_samples`` at least 2.
 
   Examples:
     A discrete latent-variable model: three bits z with a uniform prior and x ~ N(w . z, 1); the encoder's
@@ -305,7 +317,7 @@ def vimco() -> base.Estimator:
     >>> build = lambda p: distrax.Bernoulli(logits=p["logits"])
     >>> def loss(enc, dec, key, x=1.0):
     ...   log_joint = lambda z: 3 * jnp.log(0.5) - 0.5 * (x - z.astype(jnp.float32) @ dec["w"]) ** 2
-    ...   bound, _ = sfe.expectation(sfe.vimco(), log_joint, build, enc, key, num_samples=8)
+    ...   bound, _ = sfe.objectives.surrogate(sfe.objectives.vimco(), log_joint, build, enc, key, num_samples=8)
     ...   return -bound
     >>> g_enc, g_dec = jax.grad(loss, argnums=(0, 1))(encoder, decoder, jax.random.key(0))
     >>> g_enc["logits"].shape, g_dec["w"].shape
@@ -314,7 +326,7 @@ def vimco() -> base.Estimator:
   References:
     Mnih and Rezende, Variational inference for Monte Carlo objectives, ICML 2016.
   """
-  who = "sfe.vimco()"
+  who = "sfe.objectives.vimco()"
 
   def surrogate(f, dist_builder, params, key, num_samples, state):
     zs = sg(base.sample(base.build_distribution(dist_builder, sg(params)), key, num_samples))
@@ -325,4 +337,66 @@ def vimco() -> base.Estimator:
     signals = sg(_vimco_signals(log_w))
     return log_mean_exp(log_w) + jnp.sum(signals * (log_q - sg(log_q))), state
 
-  return base.Estimator(base.empty_init, surrogate, name=who, min_samples=2)
+  count = base.fixed_count(minimum=2, reason=" (the baseline of each sample uses the other samples)")
+  return base.Objective(base.empty_init, surrogate, name=who, sample_count=count, value_name=_VALUE_NAME)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Entry points.
+# ----------------------------------------------------------------------------------------------------------
+
+
+def surrogate(
+    objective: base.Objective,
+    log_joint: base.CostFn,
+    dist_builder: base.DistBuilder,
+    params: base.Params,
+    key: base.PRNGKey,
+    *,
+    num_samples: int,
+    state: base.State = None,
+) -> tuple[jax.Array, base.State]:
+  r"""A differentiable estimate of the K-sample bound :math:`L_K`: value :math:`\hat L_K`, gradient the objective's.
+
+  Use it as a term of a loss (``-surrogate`` to maximise the bound). Gradients with respect to what
+  ``log_joint`` closes over (a decoder, a prior) are the model gradient :math:`\sum_k \tilde w_k \nabla \log
+  p(x, z_k)`.
+
+  Args:
+    objective: :func:`iwae`, :func:`dreg` or :func:`vimco`.
+    log_joint: ``log p(x, z)`` of ONE latent sample ``z`` (a real scalar), closing over the model and data.
+    dist_builder: maps ``params`` to the proposal :math:`q_\theta(z)`.
+    params: a pytree; its floating-point array leaves are differentiated, the rest passed through.
+    key: a JAX PRNG key.
+    num_samples: ``K``, the number of importance samples (evaluations of ``log_joint``), a static int.
+    state: the objective's state (``None``: ``objective.init(params)``).
+
+  Returns:
+    ``(surrogate, new_state)``.
+  """
+  base.check_objective(objective)
+  prepared = base.prepare(objective, log_joint, dist_builder, params, key, num_samples, state)
+  return base.call_surrogate(objective, log_joint, dist_builder, params, key, prepared.num_samples,
+                             prepared.state)
+
+
+def value_and_grad(
+    objective: base.Objective,
+    log_joint: base.CostFn,
+    dist_builder: base.DistBuilder,
+    params: base.Params,
+    key: base.PRNGKey,
+    *,
+    num_samples: int,
+    state: base.State = None,
+) -> tuple[jax.Array, base.Params, base.State]:
+  r"""One estimate :math:`\hat L_K` of the K-sample bound and the objective's estimate of :math:`\nabla L_K`.
+
+  Arguments are those of :func:`surrogate`; ``grads`` has the structure of ``params`` (``None`` at leaves that
+  are not floating-point arrays).
+
+  Returns:
+    ``(value, grads, new_state)``.
+  """
+  base.check_objective(objective)
+  return base.value_and_grad_of(objective, log_joint, dist_builder, params, key, num_samples, state)

@@ -156,10 +156,14 @@ def _estimator(
     initial_control_params: Callable[[], Any],
     make_control: Callable[[Callable[[Array], Array], discrete.DiscreteView], ControlFn],
     control_description: str,
-    hard_encoding: Callable[[discrete.DiscreteView, Array], Array],
+    relaxed_f: bool,
+    evaluations: int,
     optimizer: optax.GradientTransformation,
 ) -> base.Estimator:
-  """RELAX with the control ``make_control(f, view)``; ``f`` sees ``hard_encoding(view, b)``."""
+  """RELAX with the control ``make_control(f, view)``, which evaluates ``f`` relaxed when ``relaxed_f``.
+
+  ``f`` sees the distribution's own encoding; ``evaluations`` is the number of evaluations of ``f`` per sample.
+  """
 
   def init(params):
     del params
@@ -167,18 +171,17 @@ def _estimator(
     return RelaxState(control_params, optimizer.init(control_params))
 
   def surrogate(f, dist_builder, params, key, num_samples, state):
-    if not isinstance(state, RelaxState):
-      raise TypeError(
-          f"{who}: `state` must be the RelaxState returned by estimator.init(params) (or None); got "
-          f"{type(state).__name__}.")
     control_params = state.control_params
     _check_control_params(control_params, who)
-    params0 = sg(params)
+    params0 = base.stop_gradient(params)
+    split, diff0 = base.split_params(params0)
     view0 = discrete.discrete_view(base.build_distribution(dist_builder, params0), who=who)
-    noise, v = _draw_noise(view0, key, num_samples)
+    if relaxed_f:
+      discrete.require_relaxable(view0, who)
+    noise, v = _draw_noise(view0, key, num_samples // evaluations)
     z0 = sg(view0.logits) + noise
     hard = discrete.hard_from_noisy(view0, z0)
-    f_values = base.evaluate(f, hard_encoding(view0, hard))
+    f_values = base.evaluate(f, discrete.to_sample(view0, hard))
     f_coefficients = sg(f_values)
 
     control = make_control(f, view0)
@@ -186,10 +189,10 @@ def _estimator(
     control_batch = jax.vmap(control, in_axes=(None, 0))
     control_value_and_grad = jax.vmap(jax.value_and_grad(control, argnums=1), in_axes=(None, 0))
 
-    def relax_surrogate(p, cp):
+    def relax_surrogate(d, cp):
       # Per sample: (f(b) - c(z~)) log p(b) + c(z) - c(z~), averaged. Its gradient in p is the RELAX estimate;
       # the coefficient c(z~) is constant in p but not in cp.
-      view = discrete.discrete_view(base.build_distribution(dist_builder, p), who=who)
+      view = discrete.discrete_view(base.build_distribution(dist_builder, split.merge(d)), who=who)
       z = z0 + (view.logits - sg(view.logits))  # the value of z0 exactly, the derivative of logits + noise
       z_tilde = conditional_noisy_logits(view, hard, v)
       # c(z~) and its z-gradient at the stopped z~, once: c(z~) + <dc/dz(z~), z~ - stop(z~)> has the value
@@ -202,16 +205,23 @@ def _estimator(
       return jnp.mean(per_sample)
 
     def variance_objective(cp):
-      g = jax.grad(relax_surrogate)(params0, cp)
+      g = jax.grad(relax_surrogate)(diff0, cp)
       return _tree_sum_of_squares(g), g
 
     (_, grads), control_grads = jax.value_and_grad(variance_objective, has_aux=True)(control_params)
     updates, opt_state = optimizer.update(control_grads, state.opt_state, control_params)
     new_state = RelaxState(optax.apply_updates(control_params, updates), opt_state)
-    out = jnp.mean(f_values) + base.linear_surrogate(params, sg(grads))
+    # Zero in value and in its params-gradient; its derivative in what f closes over, then in params, is the
+    # score-function estimate of that mixed derivative (the control terms have zero mean for every f).
+    view = discrete.discrete_view(base.build_distribution(dist_builder, params), who=who)
+    log_p = jax.vmap(lambda b: discrete.log_prob(view, b))(hard)
+    mixed = jnp.mean((f_values - f_coefficients) * (log_p - sg(log_p)))
+    out = jnp.mean(f_values) + base.linear_surrogate(params, sg(split.grads(grads))) + mixed
     return out, jax.tree.map(sg, new_state)
 
-  return base.Estimator(init, surrogate, name=name)
+  count = base.fixed_count(multiple=evaluations, minimum=evaluations, reason=(
+      f" (num_samples counts evaluations of f, {evaluations} per sample)" if evaluations > 1 else ""))
+  return base.Estimator(init, surrogate, name=name, sample_count=count)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -240,8 +250,8 @@ def relax(control_fn: ControlFn, control_params: Any, optimizer: optax.GradientT
     with the shape of one sample, ``b = 1[z > 0]``. Categorical: normalised log-probabilities plus Gumbel
     noise, shape ``variables_shape + (K,)``, ``b = argmax(z, -1)``. ``z~`` is drawn from ``p(z | b)`` with
     the closed forms of :func:`conditional_noisy_logits`, stable for logits of any size.
-  * Distributions: ``distrax.Bernoulli`` (any shape), ``distrax.Categorical`` and ``distrax.OneHotCategorical``
-    (any batch shape), optionally in ``distrax.Independent``. ``f`` receives the distribution's own sample
+  * Distributions: Bernoulli (any shape), Categorical and OneHotCategorical (any batch shape) of distrax, TFP's
+    JAX substrate or numpyro, optionally in ``Independent``. ``f`` receives the distribution's own sample
     encoding (as under :func:`sfe_jax.score_function`) and is never differentiated by the estimator (only
     ``control_fn`` is); for a REBAR-like term close over ``f`` inside ``control_fn``, e.g.
     ``lambda cp, z: cp["scale"] * f(jax.nn.sigmoid(z / cp["t"])) + mlp(cp["mlp"], z)`` (``f`` must then
@@ -264,7 +274,10 @@ def relax(control_fn: ControlFn, control_params: Any, optimizer: optax.GradientT
 
   The surrogate is ``mean f(b) + <stop_gradient(g), params - stop_gradient(params)>``: its gradient in
   ``params`` is the RELAX estimate :math:`\bar g` and its gradient in anything ``f`` closes over is the
-  ordinary gradient of the Monte Carlo mean. It has no higher derivatives in ``params``.
+  ordinary gradient of the Monte Carlo mean. It is a first-order estimator: a second derivative in ``params``
+  raises :class:`sfe_jax.HigherOrderError`. Mixed derivatives (once in ``params``, once in what ``f`` closes
+  over) are the score-function estimate of that derivative: unbiased, without the control's variance
+  reduction.
 
   Training the model and the control in one jitted step: the estimator updates its control parameters each
   time it is called and returns them in the new state, so a user's training step is ONE call::
@@ -327,7 +340,7 @@ def relax(control_fn: ControlFn, control_params: Any, optimizer: optax.GradientT
   return _estimator(
       who=who, name="RELAX", initial_control_params=lambda: initial,
       make_control=lambda f, view: control_fn, control_description="`control_fn(control_params, z)`",
-      hard_encoding=discrete.to_sample, optimizer=optimizer)
+      relaxed_f=False, evaluations=1, optimizer=optimizer)
 
 
 def _check_real(value: Any, name: str, who: str, positive: bool) -> float:
@@ -359,12 +372,13 @@ def rebar(temperature: float = 0.5, scale: float = 1.0, optimizer: optax.Gradien
   temperature :math:`\lambda` are the control parameters ``{"log_temperature": log(temperature),
   "scale": scale}``, trained to minimise the variance.
 
-  * Distributions: ``distrax.Bernoulli`` (any shape), ``distrax.Categorical`` and ``distrax.OneHotCategorical``
-    (any batch shape), optionally in ``distrax.Independent``.
+  * Distributions: Bernoulli (any shape) and OneHotCategorical (any batch shape) with a floating-point dtype
+    (distrax, TFP), optionally in ``Independent``: the relaxed values must be in the distribution's own
+    encoding, so an index-valued Categorical or an integer dtype is refused with the fix (see
+    :mod:`sfe_jax._src.relaxations`).
   * ``f`` must accept relaxed input and be twice differentiable in it: Bernoulli: floats in [0, 1] with the
-    shape of one sample; categorical: points of the simplex, shape ``variables_shape + (K,)``, so with a
-    ``distrax.Categorical`` (index samples) ``f`` must accept one-hot vectors. The hard sample is given to
-    ``f`` in the same encoding (floats; one-hot for categoricals).
+    shape of one sample; one-hot categorical: points of the simplex. The hard sample is given to ``f`` in the
+    distribution's own encoding.
   * Bias: none, for every temperature and scale (trained or not).
   * Variance: lower than the score function's when the relaxation is close to ``f``; the learned scale can
     switch the control off (scale 0 gives REINFORCE), so training does not make it worse than REINFORCE.
@@ -372,7 +386,8 @@ def rebar(temperature: float = 0.5, scale: float = 1.0, optimizer: optax.Gradien
     the reparameterized term).
   * Cost per sample: three evaluations of ``f``: one on the hard sample and two relaxed (at ``z`` and ``z~``),
     the relaxed ones with their gradients; the control update adds a second-order pass. ``num_samples``
-    counts samples (each costs 3 evaluations of ``f``).
+    counts evaluations of ``f``, so it must be a multiple of 3 (``num_samples = 3 N`` for ``N`` samples).
+  * Derivative order: first (as :func:`relax`).
 
   Training: as for :func:`relax`, one jitted call of ``sfe.value_and_grad`` with ``state=est_state`` updates
   both the control (in the returned state, a ``RelaxState``) and gives the model gradient (example below). To
@@ -391,14 +406,14 @@ def rebar(temperature: float = 0.5, scale: float = 1.0, optimizer: optax.Gradien
   Examples:
     >>> import jax, jax.numpy as jnp, distrax, optax, sfe_jax as sfe
     >>> f = lambda b: jnp.sum((b - 0.45) ** 2)
-    >>> dist_builder = lambda p: distrax.Bernoulli(logits=p["logits"])
+    >>> dist_builder = lambda p: distrax.Bernoulli(logits=p["logits"], dtype=jnp.float32)
     >>> est = sfe.rebar(temperature=0.5, optimizer=optax.adam(1e-2))
     >>> params = {"logits": jnp.zeros(3)}
     >>> opt = optax.adam(1e-2)
     >>> opt_state, est_state = opt.init(params), est.init(params)
     >>> @jax.jit
     ... def step(params, opt_state, est_state, key):
-    ...   value, grads, est_state = sfe.value_and_grad(est, f, dist_builder, params, key, num_samples=1,
+    ...   value, grads, est_state = sfe.value_and_grad(est, f, dist_builder, params, key, num_samples=3,
     ...                                                state=est_state)
     ...   updates, opt_state = opt.update(grads, opt_state)
     ...   return optax.apply_updates(params, updates), opt_state, est_state, value
@@ -433,4 +448,4 @@ def rebar(temperature: float = 0.5, scale: float = 1.0, optimizer: optax.Gradien
       who=who, name="REBAR", initial_control_params=initial_control_params, make_control=make_control,
       control_description=("the control scale * f(soften(z, temperature)) (f on relaxed input: floats in [0, 1] "
                            "for Bernoulli, simplex points of shape variables_shape + (K,) for categoricals)"),
-      hard_encoding=discrete.hard_input, optimizer=optimizer)
+      relaxed_f=True, evaluations=3, optimizer=optimizer)

@@ -9,14 +9,23 @@ In exchange for that, and for a bias, they have a variance that does not grow wi
   With ``straight_through=True``: ``f`` at the exact hard sample, gradient through the relaxed one.
 * :func:`straight_through`: ``f`` at the exact hard sample, gradient as if the sample were its mean.
 
-What ``f`` receives (floats in every case, whatever the dtype of the distribution's own samples):
+What ``f`` receives is the distribution's own encoding, with values between the discrete ones:
 
-* Bernoulli: an array with the shape of one sample, entries in ``[0, 1]`` (exactly 0 or 1 for the
-  straight-through estimators).
-* Categorical: points of the probability simplex in a trailing axis, shape ``variables_shape + (K,)`` (exact
-  one-hot vectors for the straight-through estimators). For ``distrax.OneHotCategorical`` this is the shape of
-  the distribution's samples. For ``distrax.Categorical``, whose samples are integer indices of shape
-  ``variables_shape``, ``f`` must accept one-hot vectors instead: write ``table[x]`` as ``x @ table``.
+* Bernoulli with a floating-point dtype (``distrax.Bernoulli(logits, dtype=jnp.float32)``): an array with the
+  shape and dtype of one sample, entries in ``[0, 1]`` (exactly 0 or 1 for the straight-through estimators).
+* OneHotCategorical with a floating-point dtype: points of the probability simplex in the trailing axis, the
+  shape of one sample (exact one-hot vectors for the straight-through estimators).
+
+A distribution whose samples cannot hold relaxed values is refused at trace time with the fix: an
+index-valued ``Categorical`` (use ``OneHotCategorical`` and write ``table[x]`` as ``x @ table``), or an
+integer dtype (pass ``dtype=jnp.float32``). Otherwise ``f`` would silently receive another encoding than
+under every other estimator.
+
+All three are first-order estimators: a second derivative in ``params`` raises
+:class:`sfe_jax.HigherOrderError` (the straight-through derivative is a heuristic whose derivative means
+nothing, and the relaxation's Hessian is not an estimate of the Hessian of ``E[f]``). For every derivative of
+the *relaxed* objective, use :func:`sfe_jax.pathwise` on a relaxed distribution (TFP's
+``RelaxedBernoulli`` or ``RelaxedOneHotCategorical``).
 """
 
 from __future__ import annotations
@@ -93,13 +102,11 @@ def gumbel_softmax(temperature: float | Array, straight_through: bool = False) -
   :math:`\hat g = \frac1N \sum_i \nabla f(b_i)^\top \partial s_i / \partial \theta`, with value
   :math:`\frac1N \sum_i f(b_i)` (the forward input is ``b + (s - stop_gradient(s))``, exactly ``b``).
 
-  * Distributions: ``distrax.Bernoulli`` (any shape), ``distrax.Categorical`` and ``distrax.OneHotCategorical``,
-    optionally wrapped in ``distrax.Independent``. ``f`` receives floats: for a Bernoulli, values in ``[0, 1]``
-    with the shape of one sample; for a categorical, points of the simplex of shape
-    ``variables_shape + (K,)`` (so with a ``distrax.Categorical``, whose samples are indices, ``f`` must accept
-    one-hot vectors; with ``OneHotCategorical`` its input has the shape of the distribution's samples). With
-    ``straight_through=True`` the entries are exactly 0 or 1 (one-hot vectors). ``f`` must be differentiable
-    in its input and defined between the discrete values.
+  * Distributions: Bernoulli (any shape) and OneHotCategorical, with a floating-point dtype (distrax, TFP;
+    numpyro's Bernoulli samples integers and is refused), optionally wrapped in ``Independent``. ``f``
+    receives the distribution's own shape and dtype: for a Bernoulli, values in ``[0, 1]``; for a one-hot
+    categorical, points of the simplex. With ``straight_through=True`` the entries are exactly 0 or 1
+    (one-hot vectors). ``f`` must be differentiable in its input and defined between the discrete values.
   * Bias: the relaxed estimator is unbiased for the gradient of the *relaxed* objective
     :math:`E[f(s)]`, not of :math:`E[f(b)]`, and its value estimates :math:`E[f(s)]`. It is biased even for
     linear ``f`` (at ``t > 0``, :math:`E[s] \ne p`). As ``t -> 0``, ``s`` tends to the hard sample and the bias
@@ -136,7 +143,7 @@ def gumbel_softmax(temperature: float | Array, straight_through: bool = False) -
   Examples:
     >>> import jax, jax.numpy as jnp, distrax, sfe_jax as sfe
     >>> params = {"logits": jnp.zeros((2, 3))}
-    >>> dist_builder = lambda p: distrax.OneHotCategorical(logits=p["logits"])
+    >>> dist_builder = lambda p: distrax.OneHotCategorical(logits=p["logits"], dtype=jnp.float32)
     >>> f = lambda x: jnp.sum(x * jnp.array([1.0, 2.0, 3.0]))  # x: (2, 3), rows in the simplex
     >>> value, grads, _ = sfe.value_and_grad(sfe.gumbel_softmax(0.5), f, dist_builder, params,
     ...                                      jax.random.key(0), num_samples=100)
@@ -159,6 +166,7 @@ def gumbel_softmax(temperature: float | Array, straight_through: bool = False) -
 
   def surrogate(f, dist_builder, params, key, num_samples, state):
     view = discrete.discrete_view(base.build_distribution(dist_builder, params), who=who)
+    discrete.require_relaxable(view, who)
     z = discrete.noisy_logits(view, key, num_samples)
     t = jnp.asarray(temperature, dtype=view.logits.dtype)
     if not isinstance(temperature, float):
@@ -167,7 +175,7 @@ def gumbel_softmax(temperature: float | Array, straight_through: bool = False) -
       t = jnp.where(t > 0, t, jnp.nan)
     soft = discrete.relaxed_input(view, discrete.soften(view, z, t))
     if straight_through:
-      xs = _straight(discrete.hard_input(view, discrete.hard_from_noisy(view, sg(z))), soft)
+      xs = _straight(discrete.to_sample(view, discrete.hard_from_noisy(view, sg(z))), soft)
     else:
       xs = soft
     return jnp.mean(base.evaluate(f, xs)), state
@@ -190,11 +198,9 @@ def straight_through() -> base.Estimator:
   The forward input is ``b + (p - stop_gradient(p))``: exactly ``b`` in value. The value is
   :math:`\frac1N \sum_i f(b_i)`, an unbiased estimate of :math:`E[f(b)]`.
 
-  * Distributions: ``distrax.Bernoulli`` (any shape), ``distrax.Categorical`` and ``distrax.OneHotCategorical``,
-    optionally wrapped in ``distrax.Independent``. ``f`` receives floats: bits 0/1 with the shape of one sample
-    for a Bernoulli, one-hot vectors of shape ``variables_shape + (K,)`` for a categorical (so with a
-    ``distrax.Categorical``, whose samples are indices, ``f`` must accept one-hot vectors). ``f`` must be
-    differentiable in its input.
+  * Distributions: Bernoulli (any shape) and OneHotCategorical, with a floating-point dtype (distrax, TFP),
+    optionally wrapped in ``Independent``. ``f`` receives exact samples in the distribution's own encoding:
+    bits 0/1, or one-hot vectors. ``f`` must be differentiable in its input.
   * Bias: :math:`E[\hat g] = J_p^\top E[\nabla f(b)]`, which is the true gradient when ``f`` is linear in each
     variable's bit (one-hot vector) separately, i.e. multilinear across independent variables (then
     :math:`E[f(b)] = f(p)`); otherwise it is biased, and the bias depends on how ``f`` extends off the discrete
@@ -213,7 +219,7 @@ def straight_through() -> base.Estimator:
   Examples:
     >>> import jax, jax.numpy as jnp, distrax, sfe_jax as sfe
     >>> params = {"logits": jnp.zeros(3)}
-    >>> dist_builder = lambda p: distrax.Bernoulli(logits=p["logits"])
+    >>> dist_builder = lambda p: distrax.Bernoulli(logits=p["logits"], dtype=jnp.float32)
     >>> f = lambda b: jnp.sum((b - 0.45) ** 2)  # b: three floats, each exactly 0.0 or 1.0
     >>> value, grads, _ = sfe.value_and_grad(sfe.straight_through(), f, dist_builder, params,
     ...                                      jax.random.key(0), num_samples=100)
@@ -229,12 +235,13 @@ def straight_through() -> base.Estimator:
 
   def surrogate(f, dist_builder, params, key, num_samples, state):
     view = discrete.discrete_view(base.build_distribution(dist_builder, params), who=who)
+    discrete.require_relaxable(view, who)
     hard = discrete.sample_hard(view._replace(logits=sg(view.logits)), key, num_samples)
     if view.kind == discrete.BERNOULLI:
       probs = jax.nn.sigmoid(view.logits)
     else:
       probs = jax.nn.softmax(view.logits, axis=-1)
-    xs = _straight(discrete.hard_input(view, hard), probs[None])
+    xs = _straight(discrete.to_sample(view, hard), discrete.relaxed_input(view, probs[None]))
     return jnp.mean(base.evaluate(f, xs)), state
 
   return base.Estimator(base.empty_init, surrogate, name="straight-through")

@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sfe_jax._src.baselines import Baseline
+
 Array = jax.Array
 _sg = jax.lax.stop_gradient
 
@@ -185,14 +187,25 @@ def gae(
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _batch_baseline(returns: Array, m: Array, kind: str) -> Array:
-  """Per-time-step baseline over the trajectories still running at ``t``: batch mean or leave-one-out."""
-  total = jnp.sum(returns * m, axis=0, keepdims=True)
-  count = jnp.sum(m, axis=0, keepdims=True)
-  if kind == "mean":
-    return total / jnp.maximum(count, 1.0)
-  others = count - m
-  return (total - returns * m) / jnp.maximum(others, 1.0)  # 0 when no other trajectory is running.
+def check_baseline(baseline: Any, fn: str, arrays: bool = True) -> Any:
+  """``None``, an :mod:`sfe_jax.baselines` baseline computable over trajectories, or (if ``arrays``) values."""
+  if baseline is None or (isinstance(baseline, Baseline) and baseline.batch_compute is not None):
+    return baseline
+  if isinstance(baseline, Baseline):
+    raise TypeError(
+        f"`baseline` of {fn}: the {baseline.name} cannot be computed per step over a batch of trajectories "
+        "(it is stateful or per parameter coordinate). Use sfe.baselines.leave_one_out() or "
+        "sfe.baselines.constant(value)" + (", or pass learned values V(s_t) as a [B, T] array." if arrays else "."))
+  if isinstance(baseline, str):
+    raise TypeError(
+        f"`baseline` of {fn} takes the baselines of sfe.baselines, not strings: got {baseline!r}. Use "
+        "sfe.baselines.leave_one_out() (the batch mean including the trajectory itself is biased: its gradient "
+        "is exactly (B - 1) / B times the leave-one-out one).")
+  if not arrays:
+    raise TypeError(
+        f"`baseline` of {fn} must be None or a baseline of sfe.baselines (e.g. sfe.baselines.leave_one_out()); "
+        f"got {type(baseline).__name__}.")
+  return baseline
 
 
 def reinforce_loss(
@@ -214,23 +227,27 @@ def reinforce_loss(
   :math:`J = E[\sum_t \gamma^t r_t]`. Both forms are unbiased; reward-to-go drops the past rewards, which have
   zero-mean products with the score, and so has lower variance. The value of ``L`` is not an estimate of J.
 
-  Baselines (subtracted per time step from ``R``):
+  Baselines (subtracted per time step from ``R``), the same objects as for :func:`sfe_jax.score_function`:
 
   * ``None``: no baseline.
-  * ``"mean"``: the mean of ``R`` over the trajectories running at ``t``, *including* this one: biased; with
-    ``n`` running trajectories the gradient is exactly ``(n - 1) / n`` times the leave-one-out one, so its
-    expectation is ``(1 - 1/B)`` times the gradient for fixed-length trajectories.
-  * ``"leave_one_out"``: the mean over the *other* running trajectories: unbiased (independent of the
-    trajectory it multiplies), needs ``B >= 2`` to help.
+  * ``sfe.baselines.leave_one_out()``: the mean of ``R`` over the *other* trajectories running at ``t``:
+    unbiased (independent of the trajectory it multiplies), needs ``B >= 2`` to help. (The batch mean
+    *including* the trajectory, common in RL code, gives exactly ``(n - 1) / n`` times this gradient with ``n``
+    running trajectories: biased, and no lower in variance once rescaled.)
+  * ``sfe.baselines.constant(value)``: a fixed value, unbiased.
   * an array ``[B, T]`` of learned values ``V(s_t)`` (wrapped in ``stop_gradient``): unbiased for any
     function of the state; the true value gives the actor-critic (lower-variance) estimate.
+
+  Stateful or per-coordinate baselines (``moving_average``, ``optimal``) are refused with a clear error; keep
+  a running mean yourself and pass it as an array.
 
   Args:
     log_probs: ``[B, T]`` ``log pi_theta(a_t | s_t)``, differentiable in the policy parameters.
     rewards: ``[B, T]`` rewards.
     mask: ``[B, T]`` validity mask.
     gamma: discount in ``[0, 1]``.
-    baseline: ``None``, ``"mean"``, ``"leave_one_out"`` or a ``[B, T]`` array.
+    baseline: ``None``, ``sfe.baselines.leave_one_out()``, ``sfe.baselines.constant(v)`` or a ``[B, T]``
+      array of values.
     reward_to_go: use ``G_t`` (True) or the whole return ``G_0`` (False) for every step.
     time_discount: keep the ``gamma^t`` weight of the reward-to-go form (True, the unbiased gradient of the
       discounted objective); False drops it, as most implementations do (biased for ``gamma < 1``: it is the
@@ -262,14 +279,11 @@ def reinforce_loss(
   else:
     returns = jnp.broadcast_to(g[:, :1], (b, t)) * m
     weights = time_weights(gamma, t, dtype, discount=False)
+  baseline = check_baseline(baseline, fn)
   if baseline is None:
     adv = returns
-  elif isinstance(baseline, str):
-    if baseline not in ("mean", "leave_one_out"):
-      raise ValueError(
-          f"`baseline` of {fn} must be None, 'mean', 'leave_one_out' or a [B, T] array of values; got "
-          f"{baseline!r}.")
-    adv = returns - _batch_baseline(returns, m, baseline)
+  elif isinstance(baseline, Baseline):
+    adv = returns - baseline.batch_compute(returns, m)
   else:
     values = _check_bt("baseline", baseline, log_probs.shape, fn)
     adv = returns - values.astype(dtype)

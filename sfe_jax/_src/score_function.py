@@ -12,12 +12,16 @@ sg = jax.lax.stop_gradient
 
 
 def per_sample_scores(dist_builder, params, xs):
-  """``grad_params log p(x_i)`` for each sample ``x_i``: the structure of params with a leading ``N`` axis."""
+  """``grad_params log p(x_i)`` for each sample ``x_i``: the structure of params with a leading ``N`` axis.
 
-  def log_prob(p, x):
-    return jnp.sum(dist_builder(p).log_prob(x))
+  Leaves of ``params`` that are not differentiated (see :func:`sfe_jax.value_and_grad`) get ``None``.
+  """
+  split, diff = base.split_params(base.stop_gradient(params))
 
-  return jax.vmap(jax.grad(log_prob), in_axes=(None, 0))(sg(params), xs)
+  def log_prob(d, x):
+    return jnp.sum(dist_builder(split.merge(d)).log_prob(x))
+
+  return split.grads(jax.vmap(jax.grad(log_prob), in_axes=(None, 0))(diff, xs))
 
 
 def score_function(baseline: Baseline | None = None) -> base.Estimator:
@@ -37,11 +41,21 @@ def score_function(baseline: Baseline | None = None) -> base.Estimator:
     dimension. Baselines reduce it.
   * Cost: one evaluation of ``f`` per sample; ``num_samples`` is the number of evaluations.
 
-  The surrogate is :math:`\frac1N\sum_i f(x_i) + \frac1N\sum_i \bot(f(x_i) - b_i)\,
-  (\log p_\theta(x_i) - \bot \log p_\theta(x_i))` (``⊥`` = stop_gradient): its value is the Monte Carlo
-  average, its gradient in ``theta`` is the estimator and its gradient in anything ``f`` closes over is the
-  gradient of the Monte Carlo average. With a per-coordinate baseline (``baselines.optimal()``) the
-  per-sample scores are materialised and the second term is linear in ``theta``.
+  The surrogate is in DiCE form (Foerster et al. 2018), with the baseline entering as in Mao et al. (2019):
+
+  .. math::
+     L = \frac1N \sum_i \Big[ f(x_i)\, \square(\log p_\theta(x_i)) + \bot(b_i)\,\big(1 - \square(\log
+     p_\theta(x_i))\big) \Big], \qquad \square(u) = e^{u - \bot u},
+
+  (``⊥`` = stop_gradient). Its value is the Monte Carlo average of ``f``; its gradient in ``theta`` is the
+  estimator above; its gradient in anything ``f`` closes over is the gradient of the Monte Carlo average; and
+  **every higher derivative** is unbiased too: :math:`\nabla^n L` averages
+  :math:`(f(x_i) - b_i)\, \nabla^n p_\theta(x_i) / p_\theta(x_i)` (e.g. :math:`(f - b)(s s^\top + \nabla^2
+  \log p)` for the Hessian, ``s`` the score), whose expectation is :math:`\nabla^n E[f]` because ``b_i`` does
+  not depend on ``x_i`` and :math:`E[\nabla^n p / p] = \nabla^n 1 = 0`. Mixed derivatives in ``theta`` and in
+  what ``f`` closes over are unbiased as well. The per-coordinate ``baselines.optimal()`` enters as a term
+  linear in ``params`` (it needs the per-sample scores): it reduces the variance of the first derivative, and
+  higher derivatives are those of the score function without a baseline (still unbiased).
 
   Args:
     baseline: a :class:`sfe_jax.baselines.Baseline`, or ``None`` for no baseline.
@@ -62,7 +76,9 @@ def score_function(baseline: Baseline | None = None) -> base.Estimator:
   References:
     Williams, Simple statistical gradient-following algorithms for connectionist reinforcement learning,
     1992. Mohamed, Rosca, Figurnov and Mnih, Monte Carlo gradient estimation in machine learning, JMLR 2020,
-    Section 4.
+    Section 4. Foerster, Farquhar, Al-Shedivat, Rocktäschel, Xing and Whiteson, DiCE: the infinitely
+    differentiable Monte Carlo estimator, ICML 2018. Mao, Foerster, Rocktäschel, Al-Shedivat, Farquhar and
+    Whiteson, A baseline for any order gradient estimation in stochastic computation graphs, ICML 2019.
   """
   if baseline is not None and not isinstance(baseline, Baseline):
     raise TypeError(
@@ -74,28 +90,28 @@ def score_function(baseline: Baseline | None = None) -> base.Estimator:
     return base.EmptyState() if baseline is None else baseline.init(params)
 
   def surrogate(f, dist_builder, params, key, num_samples, state):
-    xs = sg(base.sample(base.build_distribution(dist_builder, sg(params)), key, num_samples))
+    xs = base.stop_gradient(base.sample(base.build_distribution(dist_builder, base.stop_gradient(params)), key,
+                                        num_samples))
     f_values = base.evaluate(f, xs)
-    mc_average = jnp.mean(f_values)
-    if baseline is None:
-      advantages, new_state = sg(f_values), state
-    elif not baseline.per_coordinate:
-      b, new_state = baseline.compute(sg(f_values), None, state)
-      advantages = sg(f_values) - sg(b)
-    else:
-      scores = per_sample_scores(dist_builder, params, xs)
-      b, new_state = baseline.compute(sg(f_values), scores, state)
-
-      def leaf_grad(s, b_leaf):
-        fb = jnp.reshape(sg(f_values), (-1,) + (1,) * (s.ndim - 1))
-        return jnp.mean((fb - sg(b_leaf)) * s, axis=0)
-
-      grads = jax.tree.map(leaf_grad, scores, b)
-      return mc_average + base.linear_surrogate(params, grads), new_state
-
     log_p = base.joint_log_prob(base.build_distribution(dist_builder, params), xs)
-    correction = jnp.mean(advantages * (log_p - sg(log_p)))
-    return mc_average + correction, new_state
+    box = base.magic_box(log_p)
+    if baseline is None:
+      return jnp.mean(f_values * box), state
+    if not baseline.per_coordinate:
+      b, new_state = baseline.compute(sg(f_values), None, state)
+      return jnp.mean(f_values * box + sg(b) * (1.0 - box)), new_state
+    scores = per_sample_scores(dist_builder, params, xs)
+    b, new_state = baseline.compute(sg(f_values), scores, state)
+
+    def leaf_correction(s, b_leaf):  # -mean_i b_i s_i per coordinate: first order only, no bias at any order.
+      if s is None:
+        return None
+      return -jnp.mean(sg(b_leaf) * s, axis=0)
+
+    corrections = jax.tree.map(leaf_correction, scores, b, is_leaf=lambda x: x is None)
+    return jnp.mean(f_values * box) + base.linear_surrogate(params, corrections), new_state
 
   min_samples = 1 if baseline is None else baseline.min_samples
-  return base.Estimator(init, surrogate, name=name, min_samples=min_samples)
+  reason = " (the baseline of each sample is computed from the other samples)" if min_samples > 1 else ""
+  return base.Estimator(init, surrogate, name=name,
+                        sample_count=base.fixed_count(minimum=min_samples, reason=reason), max_order=None)

@@ -274,7 +274,7 @@ def unordered_set(max_support: int = DEFAULT_MAX_SUPPORT) -> base.Estimator:
   :math:`w_s`): its value is the estimate of ``E[f]``, its gradient in ``params`` is the estimator (through
   the joint log-probabilities, the logits and ``dist_builder``) and its gradient in anything ``f`` closes
   over is the gradient of the value. ``f`` itself is never differentiated with respect to ``params``.
-  It is a first-order estimator: higher derivatives of the surrogate are not estimates of higher derivatives.
+  It is a first-order estimator: a second derivative in ``params`` raises :class:`sfe_jax.HigherOrderError`.
 
   * Distributions: the JOINT distribution of all variables of a ``distrax.Bernoulli`` (any shape),
     ``distrax.Categorical`` or ``distrax.OneHotCategorical`` (any batch shape), optionally wrapped in
@@ -302,7 +302,7 @@ def unordered_set(max_support: int = DEFAULT_MAX_SUPPORT) -> base.Estimator:
       that gives its size.
 
   Returns:
-    An :class:`sfe_jax.Estimator` with ``min_samples=2``.
+    An :class:`sfe_jax.Estimator`.
 
   Examples:
     >>> import jax, jax.numpy as jnp, distrax, sfe_jax as sfe
@@ -311,8 +311,7 @@ def unordered_set(max_support: int = DEFAULT_MAX_SUPPORT) -> base.Estimator:
     >>> f = lambda c: jnp.array([1.0, 2.0, 3.0, 4.0])[c]
     >>> value, grads, _ = sfe.value_and_grad(sfe.unordered_set(), f, dist_builder, params, jax.random.key(0),
     ...                                      num_samples=4)  # k = support size: exact
-    >>> exact, exact_grads, _ = sfe.value_and_grad(sfe.enumerate(), f, dist_builder, params,
-    ...                                            jax.random.key(0), num_samples=1)
+    >>> exact, exact_grads, _ = sfe.value_and_grad(sfe.enumerate(), f, dist_builder, params, jax.random.key(0))
     >>> bool(jnp.allclose(value, exact)), bool(jnp.allclose(grads["logits"], exact_grads["logits"], atol=1e-6))
     (True, True)
 
@@ -325,21 +324,21 @@ def unordered_set(max_support: int = DEFAULT_MAX_SUPPORT) -> base.Estimator:
   max_support = base.check_static_int(max_support, "max_support", 1)
   who = "sfe.unordered_set()"
 
-  def surrogate(f, dist_builder, params, key, num_samples, state):
-    k = base.check_static_int(num_samples, "num_samples", 2, f" for {who} (its baseline needs another sample)")
-    view = discrete.discrete_view(base.build_distribution(dist_builder, params), who=who)
+  def sample_count(dist):
+    view = discrete.discrete_view(dist, who=who)
     size = enumeration.check_support_size(
         view, max_support, who,
         "Use another estimator (sfe.score_function(baseline=sfe.baselines.leave_one_out()), sfe.disarm())")
-    if k > size:
-      raise ValueError(
-          f"`num_samples` is the size of the set of distinct values for {who}, so it must be at most the "
-          f"support size {size} ({view.num_categories}^{view.num_variables}); got {k}. With num_samples={size} "
-          "the estimate is already exact.")
-    if k > MAX_SET_SIZE:
-      raise ValueError(
-          f"`num_samples` (the set size k) must be at most {MAX_SET_SIZE} for {who}: the exact probability of "
-          f"the set sums over k! orderings, with a table of 2^k subsets; got {k}.")
+    return base.SampleCount(minimum=2, maximum=min(size, MAX_SET_SIZE), reason=(
+        f" (num_samples is the size k of the set of distinct values: at least 2 for the built-in baseline, at "
+        f"most the support size {size} = {view.num_categories}^{view.num_variables}, where the estimate is "
+        f"exact, and at most {MAX_SET_SIZE}, since the probability of a set sums over k! orderings with a "
+        f"table of 2^k subsets)"))
+
+  def surrogate(f, dist_builder, params, key, num_samples, state):
+    k = num_samples
+    view = discrete.discrete_view(base.build_distribution(dist_builder, params), who=who)
+    size = view.support_size
     log_p_all = jnp.maximum(sg(joint_log_probs(view)), _LOG_PROB_FLOOR)
     index = sg(sample_set(log_p_all, key, k))
     in_set = jnp.zeros(log_p_all.shape, bool).at[index].set(True)
@@ -349,11 +348,13 @@ def unordered_set(max_support: int = DEFAULT_MAX_SUPPORT) -> base.Estimator:
       log_rest = jax.nn.logsumexp(jnp.where(in_set, -jnp.inf, log_p_all))
     hard = decode(view, index)
     f_values = base.evaluate(f, discrete.to_sample(view, hard))
-    estimate = set_estimate(log_p_all[index], log_rest, sg(f_values))
+    # f_values are not stop-gradient-ed: the estimate is linear in them, so its derivative in what f closes
+    # over is the estimator applied to that derivative of f (mixed derivatives stay unbiased).
+    estimate = set_estimate(log_p_all[index], log_rest, f_values)
     log_p = jax.vmap(lambda x: discrete.log_prob(view, x))(hard)
     # A zero-probability element has coefficient 0; keep its (-inf) - (-inf) out of the value.
     centred = jnp.where(jnp.isfinite(sg(log_p)), log_p - sg(log_p), 0.0)
-    correction = jnp.sum(sg(estimate.coefficients) * centred)
+    correction = jnp.sum(estimate.coefficients * centred)
     return jnp.sum(sg(estimate.weights) * f_values) + correction, state
 
-  return base.Estimator(base.empty_init, surrogate, name=who, min_samples=2)
+  return base.Estimator(base.empty_init, surrogate, name=who, sample_count=sample_count)
