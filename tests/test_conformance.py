@@ -93,8 +93,8 @@ ESTIMATORS = _estimators()
 CASES = [(e, p) for e, (_, kind) in ESTIMATORS.items() for p in PROBLEMS
          if kind == "any" or not p.discrete]
 IDS = [f"{e}-{p.name}" for e, p in CASES]
-# jit/vmap/grad agreement does not depend on the problem's numbers: the default suite checks it on one
-# continuous and one discrete problem per estimator, `make test-full` on all of them.
+# jit/vmap/grad agreement and the gradient of what f closes over do not depend on the problem's numbers: the
+# default suite checks them on one continuous and one discrete problem per estimator, `make test-full` on all.
 _FAST_PROBLEMS = ("normal-quadratic", "categorical-table")
 TRANSFORM_CASES = [pytest.param(e, p, id=f"{e}-{p.name}",
                                 marks=() if p.name in _FAST_PROBLEMS else pytest.mark.slow) for e, p in CASES]
@@ -149,7 +149,7 @@ def test_transformations_agree(name, problem):
                                atol=1e-5)
 
 
-@pytest.mark.parametrize("name, problem", CASES, ids=IDS)
+@pytest.mark.parametrize("name, problem", TRANSFORM_CASES)
 def test_gradient_of_what_f_closes_over(name, problem):
   est, _ = ESTIMATORS[name]
   n = _num_samples(est, problem)
