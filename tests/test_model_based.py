@@ -15,6 +15,7 @@ import itertools
 
 import distrax
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -194,3 +195,22 @@ def test_bad_input_is_refused_at_trace_time():
     objective(gamma=1.5)
   with pytest.raises(TypeError, match="`dynamics`.*callable"):
     objective(dynamics=None)
+
+
+@pytest.mark.parametrize("estimator,num_trajectories,baseline", [
+    ("pathwise", 1, None),
+    ("score_function", 4, sfe.baselines.leave_one_out()),
+], ids=["pathwise", "score_function-loo"])
+def test_hessians_match_the_closed_form(estimator, num_trajectories, baseline):
+  # Both objectives are exact at second order: pathwise along the sampling path, the score function by DiCE.
+  flat_params, unravel = jax.flatten_util.ravel_pytree(PARAMS)
+  exact = np.asarray(jax.hessian(lambda x: exact_objective(unravel(x)))(flat_params)).reshape(-1)
+
+  def one(key):
+    objective = lambda x: rl.model_based_objective(policy_fn, dynamics, reward, unravel(x), S0, key, HORIZON,
+                                                   GAMMA, estimator=estimator, num_trajectories=num_trajectories,
+                                                   baseline=baseline)
+    return jax.hessian(objective)(flat_params).reshape(-1)
+
+  hessians = jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(21), 20_000))
+  assert_mean(np.asarray(hessians), exact, what=f"{estimator} Hessian")

@@ -15,9 +15,14 @@ Two unbiased estimators of :math:`\nabla J` are built from the same sampled traj
   variance is usually far lower. Its variance can grow with the horizon when the closed-loop Jacobians
   :math:`\partial s_{t+1} / \partial s_t` have norm above 1 (chaotic or unstable models).
 * **score function** (REINFORCE, the model treated as a black box): :math:`\sum_t \nabla_\theta \log
-  \pi_\theta(a_t|s_t)\, \gamma^t (G_t - b_t)` with the reward-to-go :math:`G_t`, by
-  :func:`sfe_jax.rl.reinforce_loss`. Uses no derivative of ``f`` or ``r`` (they may be non-differentiable
-  or discrete) and works for any policy, including ``Categorical``.
+  \pi_\theta(a_t|s_t)\, \gamma^t (G_t - b_t)` with the reward-to-go :math:`G_t`, as
+  :func:`sfe_jax.rl.reinforce_loss` computes it, but built as a DiCE surrogate
+  (:func:`sfe_jax.objectives.dice`) so that every derivative, not only the first, is unbiased. Uses no
+  derivative of ``f`` or ``r`` (they may be non-differentiable or discrete) and works for any policy,
+  including ``Categorical``.
+
+Both objectives can be differentiated any number of times (``jax.hessian``): the pathwise one along the
+sampling path (when the policy's sampler, ``f`` and ``r`` are), the score-function one by DiCE.
 
 References:
   Nguyen and Widrow, "Neural networks for self-learning control systems", 1990 (backpropagation through
@@ -33,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from sfe_jax._src import base
+from sfe_jax._src import dice
 from sfe_jax._src import pathwise
 from sfe_jax._src import policies
 from sfe_jax._src import rl
@@ -198,6 +204,12 @@ def model_based_objective(
   value = jnp.mean(jnp.sum(rewards * rl.time_weights(gamma, rewards.shape[1], rewards.dtype), axis=1))
   if estimator == "pathwise":
     return value
-  mask = jnp.ones(rewards.shape, rewards.dtype)
-  surrogate = -rl.reinforce_loss(rollout.log_probs, rewards, mask, gamma, baseline=baseline)
-  return jax.lax.stop_gradient(value) + surrogate - jax.lax.stop_gradient(surrogate)
+  # DiCE over the trajectory (Foerster et al. 2018): cost t is gamma^t r_t, influenced by actions 0..t; its
+  # first derivative is REINFORCE with reward-to-go and gamma^t weights, and every derivative is unbiased.
+  costs = rewards * rl.time_weights(gamma, rewards.shape[1], rewards.dtype)
+  baselines = None
+  if baseline is not None:  # Mao et al. (2019): b_t from the OTHER trajectories' discounted reward-to-go.
+    to_go = jnp.flip(jnp.cumsum(jnp.flip(costs, axis=1), axis=1), axis=1)
+    baselines = jax.lax.stop_gradient(
+        baseline.batch_compute(jax.lax.stop_gradient(to_go), jnp.ones(rewards.shape, rewards.dtype)))
+  return dice.surrogate(costs, rollout.log_probs, baselines=baselines)
