@@ -41,7 +41,6 @@ __all__ = (
     "diagnostics",
     "disarm",
     "EmptyState",
-    "enumerate",
     "Estimator",
     "expectation",
     "gumbel_softmax",
