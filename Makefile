@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test test-full bench bench-full clean
+.PHONY: install lint format test test-full bench bench-full clean
 
 install: $(STAMP)
 
@@ -15,11 +15,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[bench,dev,interop]"
 	touch $(STAMP)
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+# ruff (lint and format check) on the whole tree, mypy on the library; `make test` runs it first.
+lint: $(STAMP)
+	$(BIN)/ruff check sfe_jax tests benchmarks
+	$(BIN)/ruff format --check sfe_jax tests benchmarks
+	$(BIN)/mypy
 
-test-full: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -m "" $(PYTEST_ARGS)
+format: $(STAMP)
+	$(BIN)/ruff check --fix sfe_jax tests benchmarks
+	$(BIN)/ruff format sfe_jax tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest -n 2 --dist loadscope $(PYTEST_ARGS)
+
+test-full: lint
+	$(BIN)/python -m pytest -n 2 --dist loadscope -m "" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks all --quick --out bench-results

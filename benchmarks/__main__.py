@@ -1,4 +1,8 @@
-"""Command line: ``python -m benchmarks {variance,bernoulli,logistic,vae,rl,throughput,all} [--quick|--full] [--out DIR] [--device cpu|gpu]``."""
+"""Command line.
+
+``python -m benchmarks {variance,bernoulli,logistic,vae,rl,throughput,all} [--quick|--full] [--out DIR]
+[--device cpu|gpu]``.
+"""
 
 from __future__ import annotations
 
@@ -49,25 +53,52 @@ suites:
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m benchmarks", description=DESCRIPTION,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("suite", choices=("variance", "bernoulli", "logistic", "vae", "rl", "throughput", "all"), help="which benchmark to run")
+  parser = argparse.ArgumentParser(
+    prog="python -m benchmarks", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  parser.add_argument(
+    "suite",
+    choices=("variance", "bernoulli", "logistic", "vae", "rl", "throughput", "all"),
+    help="which benchmark to run",
+  )
   mode = parser.add_mutually_exclusive_group()
-  mode.add_argument("--quick", dest="mode", action="store_const", const="quick",
-                    help="the default: 2e4 repeats per variance cell, 30 timed runs per function "
-                         "(a few minutes at most on 2 CPU cores)")
-  mode.add_argument("--full", dest="mode", action="store_const", const="full",
-                    help="2e5 repeats per variance cell (SF*: 1e5 repeats of 400 samples), 200 timed runs per "
-                         "function; tighter intervals and more stable timings, several times slower")
-  parser.add_argument("--out", default="bench-results", metavar="DIR",
-                      help="folder for the results and reports (created if missing; default: %(default)s)")
-  parser.add_argument("--data", default=None, metavar="PATH",
-                      help="for the vae suite: a binarized MNIST .npz with train/valid/test arrays of 784 0/1 pixels "
-                           "(e.g. ../shared/data/binarized_mnist/binarized_mnist.npz); default: scikit-learn's "
-                           "8x8 digits, binarized, shipped with scikit-learn (no download)")
-  parser.add_argument("--device", choices=("cpu", "gpu"), default=None,
-                      help="run on the CPU or on the GPU (needs a CUDA build of jaxlib, e.g. "
-                           "pip install 'jax[cuda12]'); default: JAX's default device")
+  mode.add_argument(
+    "--quick",
+    dest="mode",
+    action="store_const",
+    const="quick",
+    help="the default: 2e4 repeats per variance cell, 30 timed runs per function "
+    "(a few minutes at most on 2 CPU cores)",
+  )
+  mode.add_argument(
+    "--full",
+    dest="mode",
+    action="store_const",
+    const="full",
+    help="2e5 repeats per variance cell (SF*: 1e5 repeats of 400 samples), 200 timed runs per "
+    "function; tighter intervals and more stable timings, several times slower",
+  )
+  parser.add_argument(
+    "--out",
+    default="bench-results",
+    metavar="DIR",
+    help="folder for the results and reports (created if missing; default: %(default)s)",
+  )
+  parser.add_argument(
+    "--data",
+    default=None,
+    metavar="PATH",
+    help="for the vae suite: a binarized MNIST .npz with train/valid/test arrays of 784 0/1 pixels "
+    "(e.g. ../shared/data/binarized_mnist/binarized_mnist.npz); default: scikit-learn's "
+    "8x8 digits, binarized, shipped with scikit-learn (no download)",
+  )
+  parser.add_argument(
+    "--device",
+    choices=("cpu", "gpu"),
+    default=None,
+    help="run on the CPU or on the GPU (needs a CUDA build of jaxlib, e.g. "
+    "pip install 'jax[cuda12]'); default: JAX's default device",
+  )
   args = parser.parse_args(argv)
   mode = args.mode or "quick"
   select_device(args.device)
@@ -76,8 +107,14 @@ def main(argv: list[str] | None = None) -> int:
 
   from benchmarks import bernoulli, gaussian, logistic, rl, throughput, vae  # noqa: PLC0415
 
-  by_name = {"variance": gaussian, "bernoulli": bernoulli, "logistic": logistic, "vae": vae, "rl": rl,
-             "throughput": throughput}
+  by_name = {
+    "variance": gaussian,
+    "bernoulli": bernoulli,
+    "logistic": logistic,
+    "vae": vae,
+    "rl": rl,
+    "throughput": throughput,
+  }
   suites = tuple(by_name) if args.suite == "all" else (args.suite,)
   start = time.perf_counter()
   outside = 0
@@ -109,8 +146,9 @@ def select_device(device: str | None) -> None:
     devices = jax.devices(platform)
   except RuntimeError as e:
     raise SystemExit(
-        f"--device {device}: JAX has no {device.upper()} backend here ({e}). For a GPU install a CUDA build of "
-        "jaxlib, for example pip install 'jax[cuda12]'.") from e
+      f"--device {device}: JAX has no {device.upper()} backend here ({e}). For a GPU install a CUDA build of "
+      "jaxlib, for example pip install 'jax[cuda12]'."
+    ) from e
   jax.config.update("jax_default_device", devices[0])
   print(f"device: {devices[0]}", flush=True)
 

@@ -56,7 +56,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import distrax
 import jax
@@ -65,8 +66,7 @@ import numpy as np
 import optax
 
 import sfe_jax as sfe
-from benchmarks import report
-from benchmarks import store
+from benchmarks import report, store
 
 SUITE = "bernoulli"
 ESTIMATORS = ("REINFORCE", "LOO", "ARM", "DisARM", "RELAX", "Gumbel")
@@ -80,10 +80,10 @@ REBAR_TEMPERATURE = 0.5
 
 RELAX_HIDDEN = 10
 RELAX_CONTROL_PARAMS = {
-    "a": 0.25,
-    "w1": (0.1,) * RELAX_HIDDEN,
-    "b1": (0.0,) * RELAX_HIDDEN,
-    "w2": (0.1,) * RELAX_HIDDEN,
+  "a": 0.25,
+  "w1": (0.1,) * RELAX_HIDDEN,
+  "b1": (0.0,) * RELAX_HIDDEN,
+  "w2": (0.1,) * RELAX_HIDDEN,
 }
 
 
@@ -103,7 +103,7 @@ def relax_control_params() -> dict[str, jax.Array]:
 
 def cost_values(p0: float) -> tuple[float, float]:
   """``(f(0), f(1))``."""
-  return p0 ** 2, (1 - p0) ** 2
+  return p0**2, (1 - p0) ** 2
 
 
 def exact_gradient(p0: float, p: float) -> float:
@@ -125,13 +125,13 @@ def exact_variance(label: str, p0: float, p: float) -> float | None:
   m = min(p, 1 - p)
   big = 1 - m
   if label == "REINFORCE":
-    return q * (f1 ** 2 * (1 - p) + f0 ** 2 * p) - delta ** 2 * q ** 2
+    return q * (f1**2 * (1 - p) + f0**2 * p) - delta**2 * q**2
   if label == "LOO":
-    return 0.5 * delta ** 2 * q * (1 - 2 * q)
+    return 0.5 * delta**2 * q * (1 - 2 * q)
   if label == "ARM":
-    return (2 / 3) * delta ** 2 * (1 / 8 - (0.5 - m) ** 3) - delta ** 2 * q ** 2
+    return (2 / 3) * delta**2 * (1 / 8 - (0.5 - m) ** 3) - delta**2 * q**2
   if label == "DisARM":
-    return 0.5 * delta ** 2 * big ** 2 * m * (1 - 2 * m)
+    return 0.5 * delta**2 * big**2 * m * (1 - 2 * m)
   return None
 
 
@@ -157,7 +157,7 @@ def gumbel_moments(p0: float, p: float, temperature: float = GUMBEL_TEMPERATURE)
   lo, hi = -60.0, 60.0
   mean = integrate.quad(lambda x: g(x) * density(x), lo, hi, **opts)[0]
   second = integrate.quad(lambda x: g(x) ** 2 * density(x), lo, hi, **opts)[0]
-  return mean, second - mean ** 2
+  return mean, second - mean**2
 
 
 def reference_variance(label: str, p0: float, p: float) -> tuple[float | None, str | None]:
@@ -215,9 +215,14 @@ class BernoulliConfig:
 
 
 PRESETS = {
-    "quick": BernoulliConfig(num_repeats=100_000, steps=2_000, log_every=50),
-    "full": BernoulliConfig(p_values=tuple(round(0.05 * i, 2) for i in range(1, 20)), num_repeats=1_000_000,
-                            batch_size=250_000, steps=5_000, log_every=100),
+  "quick": BernoulliConfig(num_repeats=100_000, steps=2_000, log_every=50),
+  "full": BernoulliConfig(
+    p_values=tuple(round(0.05 * i, 2) for i in range(1, 20)),
+    num_repeats=1_000_000,
+    batch_size=250_000,
+    steps=5_000,
+    log_every=100,
+  ),
 }
 
 
@@ -274,9 +279,17 @@ def _compiled_batch(label: str, num_repeats: int, batch_size: int | None):
     def run(phi, p0, key):
       params = {"logits": phi}
       state = estimator.init(params)
-      _, grads = sfe.diagnostics.repeated_estimates(estimator, _cost(p0), dist_builder, params, key,
-                                                    num_samples=n, num_repeats=num_repeats, state=state,
-                                                    batch_size=batch_size)
+      _, grads = sfe.diagnostics.repeated_estimates(
+        estimator,
+        _cost(p0),
+        dist_builder,
+        params,
+        key,
+        num_samples=n,
+        num_repeats=num_repeats,
+        state=state,
+        batch_size=batch_size,
+      )
       return grads["logits"]
 
     scalar = jax.ShapeDtypeStruct((), jnp.float32)
@@ -286,17 +299,6 @@ def _compiled_batch(label: str, num_repeats: int, batch_size: int | None):
 
 def cell_key(config: BernoulliConfig, cell_id: str) -> jax.Array:
   return report.cell_key(config.seed, cell_id)
-
-
-def variance_and_se(x: np.ndarray) -> tuple[float, float]:
-  """Unbiased variance and its standard error (fourth-moment formula, as in tests/helpers.py)."""
-  x = np.asarray(x, dtype=np.float64)
-  r = x.shape[0]
-  centred = x - x.mean()
-  var = float((centred ** 2).sum() / (r - 1))
-  m2, m4 = float((centred ** 2).mean()), float((centred ** 4).mean())
-  kurtosis = m4 / m2 ** 2 if m2 > 0 else 1.0
-  return var, var * math.sqrt(max(kurtosis - 1, 0.0) / r + 2 / (r * (r - 1)))
 
 
 def measure_variance(config: BernoulliConfig, p0: float, p: float, label: str, key: jax.Array) -> dict[str, Any]:
@@ -310,7 +312,7 @@ def measure_variance(config: BernoulliConfig, p0: float, p: float, label: str, k
   r = g.shape[0]
   mean = float(g.mean())
   mean_se = float(g.std(ddof=1) / math.sqrt(r))
-  variance, variance_se = variance_and_se(g)
+  variance, variance_se = (float(v) for v in sfe.diagnostics.variance_and_std_error(np.asarray(g, np.float64)))
   exact_grad = exact_gradient(p0, p)
   if label == "Gumbel":
     expected_mean, expected_variance = gumbel_moments(p0, p)
@@ -323,19 +325,37 @@ def measure_variance(config: BernoulliConfig, p0: float, p: float, label: str, k
   if expected_variance is None:
     variance_ok, variance_z = True, None
   else:
-    allowance = 1e-6 * abs(expected_variance) + rounding ** 2
+    allowance = 1e-6 * abs(expected_variance) + rounding**2
     variance_ok = abs(variance - expected_variance) <= config.num_se * variance_se + allowance
     variance_z = (variance - expected_variance) / variance_se if variance_se > 0 else 0.0
   per_estimate = seconds / r
   return {
-      "suite": SUITE, "kind": "variance", "problem": f"p0={p0}", "p0": p0, "p": p, "phi": logit(p),
-      "estimator": label, "num_samples": NUM_SAMPLES[label], "evaluations": EVALUATIONS[label],
-      "num_repeats": r, "exact_grad": exact_grad, "expected_mean": expected_mean, "mean": mean,
-      "mean_se": mean_se, "mean_z": (mean - expected_mean) / mean_se if mean_se > 0 else 0.0,
-      "bias": mean - exact_grad, "variance": variance, "variance_se": variance_se,
-      "exact_variance": expected_variance, "exact_variance_source": variance_source, "variance_z": variance_z,
-      "variance_ok": bool(variance_ok), "mean_ok": bool(mean_ok), "seconds": seconds,
-      "seconds_per_estimate": per_estimate, "work_normalised_variance": variance * per_estimate,
+    "suite": SUITE,
+    "kind": "variance",
+    "problem": f"p0={p0}",
+    "p0": p0,
+    "p": p,
+    "phi": logit(p),
+    "estimator": label,
+    "num_samples": NUM_SAMPLES[label],
+    "evaluations": EVALUATIONS[label],
+    "num_repeats": r,
+    "exact_grad": exact_grad,
+    "expected_mean": expected_mean,
+    "mean": mean,
+    "mean_se": mean_se,
+    "mean_z": (mean - expected_mean) / mean_se if mean_se > 0 else 0.0,
+    "bias": mean - exact_grad,
+    "variance": variance,
+    "variance_se": variance_se,
+    "exact_variance": expected_variance,
+    "exact_variance_source": variance_source,
+    "variance_z": variance_z,
+    "variance_ok": bool(variance_ok),
+    "mean_ok": bool(mean_ok),
+    "seconds": seconds,
+    "seconds_per_estimate": per_estimate,
+    "work_normalised_variance": variance * per_estimate,
   }
 
 
@@ -348,8 +368,7 @@ def _training_estimator(label: str, config: BernoulliConfig) -> sfe.Estimator:
   if label == "REINFORCE":
     return sfe.score_function()
   if label == "REBAR":
-    return sfe.rebar(temperature=REBAR_TEMPERATURE, scale=1.0,
-                     optimizer=optax.adam(config.control_learning_rate))
+    return sfe.rebar(temperature=REBAR_TEMPERATURE, scale=1.0, optimizer=optax.adam(config.control_learning_rate))
   if label == "RELAX":
     return sfe.relax(relax_control, relax_control_params(), optimizer=optax.adam(config.control_learning_rate))
   raise ValueError(f"unknown training estimator {label!r}; expected one of {TRAINING_ESTIMATORS}.")
@@ -364,8 +383,9 @@ def measure_training(config: BernoulliConfig, p0: float, label: str, key: jax.Ar
 
   def step(carry, k):
     params, opt_state, est_state = carry
-    value, grads, est_state = sfe.value_and_grad(estimator, f, dist_builder, params, k,
-                                                 num_samples=TRAINING_EVALUATIONS[label], state=est_state)
+    value, grads, est_state = sfe.value_and_grad(
+      estimator, f, dist_builder, params, k, num_samples=TRAINING_EVALUATIONS[label], state=est_state
+    )
     updates, opt_state = opt.update(grads, opt_state)
     new_params = optax.apply_updates(params, updates)
     return (new_params, opt_state, est_state), (params["logits"], grads["logits"], value)
@@ -403,13 +423,24 @@ def measure_training(config: BernoulliConfig, p0: float, label: str, key: jax.Ar
   if label in ("REBAR", "RELAX"):
     control = {k: np.asarray(v).tolist() for k, v in est_state.control_params.items()}
   return {
-      "suite": SUITE, "kind": "training", "problem": f"p0={p0}", "p0": p0, "estimator": label,
-      "num_samples": TRAINING_EVALUATIONS[label], "steps": config.steps, "learning_rate": config.learning_rate,
-      "control_learning_rate": config.control_learning_rate if label != "REINFORCE" else None,
-      "final_phi": final_phi, "final_p": final_p, "final_loss": exact_loss(p0, final_p),
-      "initial_loss": exact_loss(p0, 0.5), "optimum_loss": p0 ** 2 if p0 <= 0.5 else (1 - p0) ** 2,
-      "mean_gradient_variance": float(errors_sq.mean()), "curve": curve, "final_control": control,
-      "seconds": seconds,
+    "suite": SUITE,
+    "kind": "training",
+    "problem": f"p0={p0}",
+    "p0": p0,
+    "estimator": label,
+    "num_samples": TRAINING_EVALUATIONS[label],
+    "steps": config.steps,
+    "learning_rate": config.learning_rate,
+    "control_learning_rate": config.control_learning_rate if label != "REINFORCE" else None,
+    "final_phi": final_phi,
+    "final_p": final_p,
+    "final_loss": exact_loss(p0, final_p),
+    "initial_loss": exact_loss(p0, 0.5),
+    "optimum_loss": p0**2 if p0 <= 0.5 else (1 - p0) ** 2,
+    "mean_gradient_variance": float(errors_sq.mean()),
+    "curve": curve,
+    "final_control": control,
+    "seconds": seconds,
   }
 
 
@@ -434,21 +465,24 @@ def cells(config: BernoulliConfig) -> list[tuple[str, Callable[[], list[dict[str
     for p in config.p_values:
       for label in (e for e in ESTIMATORS if e in config.estimators):
         cid = variance_cell_id(p0, p, label)
-        out.append((cid, lambda p0=p0, p=p, label=label, cid=cid: [
-            measure_variance(config, p0, p, label, cell_key(config, cid))]))
+        out.append(
+          (
+            cid,
+            lambda p0=p0, p=p, label=label, cid=cid: [measure_variance(config, p0, p, label, cell_key(config, cid))],
+          )
+        )
   for p0 in config.training_p0s:
     for label in (e for e in TRAINING_ESTIMATORS if e in config.training_estimators):
       cid = training_cell_id(p0, label)
-      out.append((cid, lambda p0=p0, label=label, cid=cid: [
-          measure_training(config, p0, label, cell_key(config, cid))]))
+      out.append(
+        (cid, lambda p0=p0, label=label, cid=cid: [measure_training(config, p0, label, cell_key(config, cid))])
+      )
   return out
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Report.
 # ----------------------------------------------------------------------------------------------------------
-
-
 
 
 def _truthy(value: Any) -> bool:
@@ -485,7 +519,9 @@ def _lookup(table, p0, p=None, label=None):
 
 
 def _fmt(value: Any) -> str:
-  return report.format_number(report.number(value) if not isinstance(value, str) or report.number(value) is not None else value)
+  return report.format_number(
+    report.number(value) if not isinstance(value, str) or report.number(value) is not None else value
+  )
 
 
 def _flagged(r: dict[str, Any]) -> bool:
@@ -497,10 +533,10 @@ def to_markdown(records: list[dict[str, Any]], config: BernoulliConfig, env: dic
   variance, training = _index(records)
   labels = [e for e in ESTIMATORS if e in config.estimators]
   parts = [
-      "# Bernoulli toy: E_{b ~ Bernoulli(sigmoid(phi))}[(b - p0)^2] (closed_forms.md, Section 2)",
-      f"Gradient with respect to the logit phi; exact gradient (1 - 2 p0) p (1 - p). {config.num_repeats} "
-      f"independent estimates per variance cell; intervals of {config.num_se:g} standard errors. Cost per "
-      "estimate (evaluations of f): " + ", ".join(f"{e} {EVALUATIONS[e]}" for e in labels) + ".",
+    "# Bernoulli toy: E_{b ~ Bernoulli(sigmoid(phi))}[(b - p0)^2] (closed_forms.md, Section 2)",
+    f"Gradient with respect to the logit phi; exact gradient (1 - 2 p0) p (1 - p). {config.num_repeats} "
+    f"independent estimates per variance cell; intervals of {config.num_se:g} standard errors. Cost per "
+    "estimate (evaluations of f): " + ", ".join(f"{e} {EVALUATIONS[e]}" for e in labels) + ".",
   ]
   if env:
     try:
@@ -520,11 +556,15 @@ def to_markdown(records: list[dict[str, Any]], config: BernoulliConfig, env: dic
         cell = _fmt(r.get("variance")) + (f" ({_fmt(ref)})" if report.number(ref) is not None else " (—)")
         row.append(cell + (" **!**" if _flagged(r) else ""))
       rows.append(row)
-    parts += [f"## Variance of one estimate, p0 = {p0}: measured (exact)",
-              report.markdown_table(["p", "exact grad"] + [f"Var {e}" for e in labels], rows)]
-  parts.append("Exact: closed forms of the reference for REINFORCE, LOO, ARM, DisARM; Gumbel: the variance of the "
-               "relaxed estimate by quadrature; RELAX (fixed, untrained control; see benchmarks/bernoulli.py): "
-               "no exact value (—). **!** marks a mean or variance outside its interval.")
+    parts += [
+      f"## Variance of one estimate, p0 = {p0}: measured (exact)",
+      report.markdown_table(["p", "exact grad"] + [f"Var {e}" for e in labels], rows),
+    ]
+  parts.append(
+    "Exact: closed forms of the reference for REINFORCE, LOO, ARM, DisARM; Gumbel: the variance of the "
+    "relaxed estimate by quadrature; RELAX (fixed, untrained control; see benchmarks/bernoulli.py): "
+    "no exact value (—). **!** marks a mean or variance outside its interval."
+  )
   if "Gumbel" in labels:
     rows = []
     for p0 in config.p0_values:
@@ -537,9 +577,12 @@ def to_markdown(records: list[dict[str, Any]], config: BernoulliConfig, env: dic
         bias = report.number(r.get("bias"))
         rel = None if bias is None or g == 0 else bias / abs(g)
         rows.append([p0, p, g, report.number(r.get("expected_mean")), report.number(r.get("mean")), bias, rel])
-    parts += [f"## Gumbel-softmax (t = {GUMBEL_TEMPERATURE:g}) bias against the exact gradient",
-              report.markdown_table(["p0", "p", "exact grad", "relaxed grad (quadrature)", "measured mean", "bias",
-                                     "bias / abs(grad)"], rows)]
+    parts += [
+      f"## Gumbel-softmax (t = {GUMBEL_TEMPERATURE:g}) bias against the exact gradient",
+      report.markdown_table(
+        ["p0", "p", "exact grad", "relaxed grad (quadrature)", "measured mean", "bias", "bias / abs(grad)"], rows
+      ),
+    ]
   for p0 in config.p0_values:
     rows = []
     for p in config.p_values:
@@ -553,21 +596,38 @@ def to_markdown(records: list[dict[str, Any]], config: BernoulliConfig, env: dic
         spe = None if r is None else report.number(r.get("seconds_per_estimate"))
         row_t.append("not run" if r is None else (None if spe is None else spe * 1e9))
       rows.append(row + row_t)
-    parts += [f"## Work-normalised variance (variance x seconds per estimate), p0 = {p0}",
-              report.markdown_table(["p"] + [f"{e}" for e in labels] + [f"ns/est {e}" for e in labels], rows)]
+    parts += [
+      f"## Work-normalised variance (variance x seconds per estimate), p0 = {p0}",
+      report.markdown_table(["p"] + [f"{e}" for e in labels] + [f"ns/est {e}" for e in labels], rows),
+    ]
   flagged = [r for r in variance.values() if _flagged(r)]
   parts.append("## Measurements outside their intervals")
   if not variance:
     parts.append("No variance cells in the records.")
   elif not flagged:
-    parts.append(f"None: all {len(variance)} variance measurements are inside their {config.num_se:g}-standard-"
-                 "error intervals.")
+    parts.append(
+      f"None: all {len(variance)} variance measurements are inside their {config.num_se:g}-standard-error intervals."
+    )
   else:
-    parts.append(report.markdown_table(
+    parts.append(
+      report.markdown_table(
         ["p0", "p", "estimator", "mean", "expected mean", "mean z", "variance", "expected", "variance z"],
-        [[report.number(r.get("p0")), report.number(r.get("p")), r.get("estimator"), report.number(r.get("mean")),
-          report.number(r.get("expected_mean")), report.number(r.get("mean_z")), report.number(r.get("variance")),
-          report.number(r.get("exact_variance")), report.number(r.get("variance_z"))] for r in flagged]))
+        [
+          [
+            report.number(r.get("p0")),
+            report.number(r.get("p")),
+            r.get("estimator"),
+            report.number(r.get("mean")),
+            report.number(r.get("expected_mean")),
+            report.number(r.get("mean_z")),
+            report.number(r.get("variance")),
+            report.number(r.get("exact_variance")),
+            report.number(r.get("variance_z")),
+          ]
+          for r in flagged
+        ],
+      )
+    )
   rows = []
   for p0 in config.training_p0s:
     for e in (x for x in TRAINING_ESTIMATORS if x in config.training_estimators):
@@ -575,14 +635,37 @@ def to_markdown(records: list[dict[str, Any]], config: BernoulliConfig, env: dic
       if r is None:
         rows.append([p0, e] + ["not run"] * 6)
       else:
-        rows.append([p0, e, report.number(r.get("steps")), report.number(r.get("final_phi")), report.number(r.get("final_p")),
-                     report.number(r.get("final_loss")), report.number(r.get("optimum_loss")), report.number(r.get("mean_gradient_variance"))])
-  parts += [f"## Training: phi from 0, Adam (lr {config.learning_rate:g}), one sample per step",
-            report.markdown_table(["p0", "estimator", "steps", "final phi", "final p", "final loss E[f]",
-                                   "optimum (inf, p -> 0)", "mean Var(g) over steps"], rows),
-            "REBAR and RELAX train their controls with Adam (lr "
-            f"{config.control_learning_rate:g}) in the same jitted step. Loss values are exact (F(phi)); the "
-            "gradient variance is the mean of (g_t - exact gradient)^2 over all steps."]
+        rows.append(
+          [
+            p0,
+            e,
+            report.number(r.get("steps")),
+            report.number(r.get("final_phi")),
+            report.number(r.get("final_p")),
+            report.number(r.get("final_loss")),
+            report.number(r.get("optimum_loss")),
+            report.number(r.get("mean_gradient_variance")),
+          ]
+        )
+  parts += [
+    f"## Training: phi from 0, Adam (lr {config.learning_rate:g}), one sample per step",
+    report.markdown_table(
+      [
+        "p0",
+        "estimator",
+        "steps",
+        "final phi",
+        "final p",
+        "final loss E[f]",
+        "optimum (inf, p -> 0)",
+        "mean Var(g) over steps",
+      ],
+      rows,
+    ),
+    "REBAR and RELAX train their controls with Adam (lr "
+    f"{config.control_learning_rate:g}) in the same jitted step. Loss values are exact (F(phi)); the "
+    "gradient variance is the mean of (g_t - exact gradient)^2 over all steps.",
+  ]
   return "\n\n".join(parts) + "\n"
 
 
@@ -610,19 +693,27 @@ def plot(records: list[dict[str, Any]], config: BernoulliConfig, out_dir: str) -
         ys = np.array([exact_variance(e, p0, float(p)) for p in fine])
         ys = np.where(ys > 0, ys, np.nan)
         ax.plot(fine, ys, color=colours[e], lw=1, alpha=0.8)
-      pts = [(report.number(r.get("p")), report.number(r.get("variance")), report.number(r.get("variance_se")))
-             for r in (_lookup(variance, p0, p, e) for p in config.p_values) if r is not None]
+      pts = [
+        (report.number(r.get("p")), report.number(r.get("variance")), report.number(r.get("variance_se")))
+        for r in (_lookup(variance, p0, p, e) for p in config.p_values)
+        if r is not None
+      ]
       pts = [(p, v, s or 0.0) for p, v, s in pts if p is not None and v is not None and v > 0]
       if pts:
         xs, vs, ss = map(np.array, zip(*pts))
-        ax.errorbar(xs, vs, yerr=np.minimum(ss, 0.999 * vs), fmt="o", ms=4, color=colours[e], label=e,
-                    capsize=2)
+        ax.errorbar(xs, vs, yerr=np.minimum(ss, 0.999 * vs), fmt="o", ms=4, color=colours[e], label=e, capsize=2)
     ax.set_yscale("log")
     if floor > 0:
       ax.set_ylim(bottom=floor)
       if any(v < floor for v in measured):
-        ax.text(0.5, 0.02, "values at float32 rounding level (exactly 0 in exact arithmetic) lie below the axis",
-                transform=ax.transAxes, ha="center", fontsize=7)
+        ax.text(
+          0.5,
+          0.02,
+          "values at float32 rounding level (exactly 0 in exact arithmetic) lie below the axis",
+          transform=ax.transAxes,
+          ha="center",
+          fontsize=7,
+        )
     ax.set_xlabel("p = sigmoid(phi)")
     ax.set_ylabel("variance of one estimate")
     ax.set_title(f"Bernoulli toy, p0 = {p0}: measured (points) and exact (lines)")
@@ -630,8 +721,7 @@ def plot(records: list[dict[str, Any]], config: BernoulliConfig, out_dir: str) -
     ax.grid(True, which="both", alpha=0.3)
     paths += report.save_figure(fig, out_dir, f"bernoulli_variance_p0={p0}.png")
   if config.training_p0s:
-    fig, axes = plt.subplots(1, len(config.training_p0s), figsize=(6 * len(config.training_p0s), 4.5),
-                             squeeze=False)
+    fig, axes = plt.subplots(1, len(config.training_p0s), figsize=(6 * len(config.training_p0s), 4.5), squeeze=False)
     any_curve = False
     for ax, p0 in zip(axes[0], config.training_p0s):
       for e in (x for x in TRAINING_ESTIMATORS if x in config.training_estimators):
@@ -643,7 +733,7 @@ def plot(records: list[dict[str, Any]], config: BernoulliConfig, out_dir: str) -
         if curve:
           any_curve = True
           ax.plot(*zip(*curve), label=e)
-      ax.axhline(p0 ** 2, color="k", ls="--", lw=0.8, label="optimum (p -> 0)")
+      ax.axhline(p0**2, color="k", ls="--", lw=0.8, label="optimum (p -> 0)")
       ax.set_xlabel("step")
       ax.set_ylabel("exact loss E[(b - p0)^2]")
       ax.set_title(f"training, p0 = {p0}")

@@ -51,7 +51,8 @@ import functools
 import hashlib
 import math
 import time
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import distrax
 import jax
@@ -59,8 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import sfe_jax as sfe
-from benchmarks import report
-from benchmarks import store
+from benchmarks import report, store
 
 ESTIMATORS = ("SF", "SF*", "PW", "MVD", "SF+DM")
 # Estimators whose single-sample variance the reference gives in closed form (the others: mean checked only).
@@ -81,9 +81,14 @@ class Problem(NamedTuple):
 
 
 PROBLEMS = (
-    Problem("(x-k)^2", -3.0), Problem("(x-k)^2", 0.0), Problem("(x-k)^2", 3.0),
-    Problem("exp(-kx^2)", 0.1), Problem("exp(-kx^2)", 1.0), Problem("exp(-kx^2)", 10.0),
-    Problem("cos(kx)", 0.5), Problem("cos(kx)", 2.0),
+  Problem("(x-k)^2", -3.0),
+  Problem("(x-k)^2", 0.0),
+  Problem("(x-k)^2", 3.0),
+  Problem("exp(-kx^2)", 0.1),
+  Problem("exp(-kx^2)", 1.0),
+  Problem("exp(-kx^2)", 10.0),
+  Problem("cos(kx)", 0.5),
+  Problem("cos(kx)", 2.0),
 )
 
 
@@ -93,7 +98,7 @@ def cost(problem: Problem, xp: Any = jnp) -> Callable:
   if problem.family == "(x-k)^2":
     return lambda x: (x - k) ** 2
   if problem.family == "exp(-kx^2)":
-    return lambda x: xp.exp(-k * x ** 2)
+    return lambda x: xp.exp(-k * x**2)
   if problem.family == "cos(kx)":
     return lambda x: xp.cos(k * x)
   raise ValueError(f"unknown cost family {problem.family!r}; expected one of (x-k)^2, exp(-kx^2), cos(kx).")
@@ -114,21 +119,22 @@ class Exact(NamedTuple):
 
 def _tilt(c: float, mu: float, sigma: float) -> tuple[float, float, float, float]:
   """``E_{N(mu, sigma^2)}[p(x) exp(-c x^2)] = Z E_{N(m, v)}[p(x)]``: returns ``(Z, m, v, d = m - mu)``."""
-  r = 1 + 2 * c * sigma ** 2
-  z = r ** -0.5 * math.exp(-c * mu ** 2 / r)
-  m, v = mu / r, sigma ** 2 / r
+  r = 1 + 2 * c * sigma**2
+  z = r**-0.5 * math.exp(-c * mu**2 / r)
+  m, v = mu / r, sigma**2 / r
   return z, m, v, m - mu
 
 
 def _sf_second_moments_exp(z, v, d, sigma):
   """``E[g(x) s_mu^2]`` and ``E[g(x) s_sigma^2]`` for ``g = exp(-c x^2)``, from the tilt ``(Z, v, d)``."""
-  e_mu = z * (d ** 2 + v) / sigma ** 4
-  e_sigma = z * (d ** 4 + 6 * d ** 2 * v + 3 * v ** 2 - 2 * sigma ** 2 * (d ** 2 + v) + sigma ** 4) / sigma ** 6
+  e_mu = z * (d**2 + v) / sigma**4
+  e_sigma = z * (d**4 + 6 * d**2 * v + 3 * v**2 - 2 * sigma**2 * (d**2 + v) + sigma**4) / sigma**6
   return e_mu, e_sigma
 
 
-def mvd_variance_by_quadrature(problem: Problem, mu: float, sigma: float,
-                               grad: tuple[float, float]) -> tuple[float, float]:
+def mvd_variance_by_quadrature(
+  problem: Problem, mu: float, sigma: float, grad: tuple[float, float]
+) -> tuple[float, float]:
   r"""Single-sample variances of the coupled measure-valued estimator, by numerical quadrature.
 
   ``mu``: :math:`E[g^2] = \int_0^\infty w e^{-w^2/2} (f(\mu + \sigma w) - f(\mu - \sigma w))^2 dw / (2\pi\sigma^2)`;
@@ -140,55 +146,61 @@ def mvd_variance_by_quadrature(problem: Problem, mu: float, sigma: float,
   f = cost(problem, np)
   # The Weibull and Maxwell densities are below 1e-30 beyond 12: integrate over [0, 12] and [-12, 12].
   opts = dict(epsabs=1e-13, epsrel=1e-10, limit=200)
-  e_mu = integrate.quad(lambda w: w * math.exp(-w * w / 2) * (f(mu + sigma * w) - f(mu - sigma * w)) ** 2,
-                        0, 12, **opts)[0] / (2 * math.pi * sigma ** 2)
+  e_mu = integrate.quad(
+    lambda w: w * math.exp(-w * w / 2) * (f(mu + sigma * w) - f(mu - sigma * w)) ** 2, 0, 12, **opts
+  )[0] / (2 * math.pi * sigma**2)
 
   def inner(m):
     top = f(mu + sigma * m)
     return integrate.quad(lambda u: (top - f(mu + sigma * m * u)) ** 2, 0, 1, **opts)[0]
 
-  e_sigma = integrate.quad(lambda m: m * m * math.exp(-m * m / 2) / math.sqrt(2 * math.pi) * inner(m),
-                           -12, 12, **opts)[0] / sigma ** 2
+  e_sigma = (
+    integrate.quad(lambda m: m * m * math.exp(-m * m / 2) / math.sqrt(2 * math.pi) * inner(m), -12, 12, **opts)[0]
+    / sigma**2
+  )
   return e_mu - grad[0] ** 2, e_sigma - grad[1] ** 2
 
 
 def exact(problem: Problem, mu: float = 1.0, sigma: float = 1.0) -> Exact:
   """Exact ``F``, gradient and single-sample variances of SF, SF*, PW and MVD (``closed_forms.md`` Sec. 1)."""
   k = problem.k
-  e_s2 = (1 / sigma ** 2, 2 / sigma ** 2)  # E[s_mu^2], E[s_sigma^2]
+  e_s2 = (1 / sigma**2, 2 / sigma**2)  # E[s_mu^2], E[s_sigma^2]
   mvd = None
   if problem.family == "(x-k)^2":
     a = mu - k
-    value, grad = a ** 2 + sigma ** 2, (2 * a, 2 * sigma)
-    var_pw = (4 * sigma ** 2, 4 * a ** 2 + 8 * sigma ** 2)
-    var_sf = (a ** 4 / sigma ** 2 + 14 * a ** 2 + 15 * sigma ** 2,
-              2 * a ** 4 / sigma ** 2 + 60 * a ** 2 + 74 * sigma ** 2)
-    e_fs2 = ((a ** 2 + 3 * sigma ** 2) / sigma ** 2, (2 * a ** 2 + 10 * sigma ** 2) / sigma ** 2)
-    mvd = (a ** 2 * (16 / math.pi - 4), 4 * a ** 2 + 4 * sigma ** 2)
+    value, grad = a**2 + sigma**2, (2 * a, 2 * sigma)
+    var_pw = (4 * sigma**2, 4 * a**2 + 8 * sigma**2)
+    var_sf = (a**4 / sigma**2 + 14 * a**2 + 15 * sigma**2, 2 * a**4 / sigma**2 + 60 * a**2 + 74 * sigma**2)
+    e_fs2 = ((a**2 + 3 * sigma**2) / sigma**2, (2 * a**2 + 10 * sigma**2) / sigma**2)
+    mvd = (a**2 * (16 / math.pi - 4), 4 * a**2 + 4 * sigma**2)
   elif problem.family == "exp(-kx^2)":
-    r = 1 + 2 * k * sigma ** 2
-    value = r ** -0.5 * math.exp(-k * mu ** 2 / r)
-    grad = (-2 * k * mu * value / r, 2 * k * sigma * (2 * k * mu ** 2 - r) * value / r ** 2)
+    r = 1 + 2 * k * sigma**2
+    value = r**-0.5 * math.exp(-k * mu**2 / r)
+    grad = (-2 * k * mu * value / r, 2 * k * sigma * (2 * k * mu**2 - r) * value / r**2)
     z, m, v, d = _tilt(2 * k, mu, sigma)  # f^2 = exp(-2k x^2)
-    var_pw = (4 * k ** 2 * z * (m ** 2 + v) - grad[0] ** 2,
-              4 * k ** 2 / sigma ** 2 * z * (m ** 2 * d ** 2 + v * (m ** 2 + 4 * m * d + d ** 2) + 3 * v ** 2)
-              - grad[1] ** 2)
+    var_pw = (
+      4 * k**2 * z * (m**2 + v) - grad[0] ** 2,
+      4 * k**2 / sigma**2 * z * (m**2 * d**2 + v * (m**2 + 4 * m * d + d**2) + 3 * v**2) - grad[1] ** 2,
+    )
     f2s2 = _sf_second_moments_exp(z, v, d, sigma)
     var_sf = (f2s2[0] - grad[0] ** 2, f2s2[1] - grad[1] ** 2)
     z1, _, v1, d1 = _tilt(k, mu, sigma)
     e_fs2 = _sf_second_moments_exp(z1, v1, d1, sigma)
   elif problem.family == "cos(kx)":
-    damp = math.exp(-k ** 2 * sigma ** 2 / 2)
+    damp = math.exp(-(k**2) * sigma**2 / 2)
     value = math.cos(k * mu) * damp
-    grad = (-k * math.sin(k * mu) * damp, -k ** 2 * sigma * value)
-    c2, e2 = math.cos(2 * k * mu), math.exp(-2 * k ** 2 * sigma ** 2)
+    grad = (-k * math.sin(k * mu) * damp, -(k**2) * sigma * value)
+    c2, e2 = math.cos(2 * k * mu), math.exp(-2 * k**2 * sigma**2)
     t = 2 * k * sigma
-    var_pw = (k ** 2 / 2 * (1 - c2 * e2) - grad[0] ** 2,
-              k ** 2 / 2 * (1 - (1 - 4 * k ** 2 * sigma ** 2) * c2 * e2) - grad[1] ** 2)
-    var_sf = ((1 + (1 - 4 * k ** 2 * sigma ** 2) * c2 * e2) / (2 * sigma ** 2) - grad[0] ** 2,
-              (2 + c2 * e2 * (2 - 4 * t ** 2 + t ** 4)) / (2 * sigma ** 2) - grad[1] ** 2)
-    e_fs2 = (value * (1 - k ** 2 * sigma ** 2) / sigma ** 2,
-             value * (2 - 4 * k ** 2 * sigma ** 2 + k ** 4 * sigma ** 4) / sigma ** 2)
+    var_pw = (
+      k**2 / 2 * (1 - c2 * e2) - grad[0] ** 2,
+      k**2 / 2 * (1 - (1 - 4 * k**2 * sigma**2) * c2 * e2) - grad[1] ** 2,
+    )
+    var_sf = (
+      (1 + (1 - 4 * k**2 * sigma**2) * c2 * e2) / (2 * sigma**2) - grad[0] ** 2,
+      (2 + c2 * e2 * (2 - 4 * t**2 + t**4)) / (2 * sigma**2) - grad[1] ** 2,
+    )
+    e_fs2 = (value * (1 - k**2 * sigma**2) / sigma**2, value * (2 - 4 * k**2 * sigma**2 + k**4 * sigma**4) / sigma**2)
   else:
     raise ValueError(f"unknown cost family {problem.family!r}.")
   var_sf_opt = tuple(var_sf[i] - e_fs2[i] ** 2 / e_s2[i] for i in range(2))
@@ -198,19 +210,19 @@ def exact(problem: Problem, mu: float = 1.0, sigma: float = 1.0) -> Exact:
   return Exact(value=value, grad=tuple(grad), variance={k_: tuple(map(float, v_)) for k_, v_ in variance.items()})
 
 
-def optimal_baseline_excess(problem: Problem, num_samples: int, mu: float = 1.0,
-                            sigma: float = 1.0) -> tuple[float, float]:
+def optimal_baseline_excess(
+  problem: Problem, num_samples: int, mu: float = 1.0, sigma: float = 1.0
+) -> tuple[float, float]:
   """First-order excess of ``N * Var`` over ``Var SF*`` for the leave-one-out optimal baseline (module doc)."""
   eps, weights = np.polynomial.hermite_e.hermegauss(160)
   weights = weights / weights.sum()
   expect = lambda v: float(np.sum(weights * v))  # noqa: E731
   f = cost(problem, np)(mu + sigma * eps)
   excess = []
-  for s in (eps / sigma, (eps ** 2 - 1) / sigma):  # the scores of mu and sigma
-    e_s2 = expect(s ** 2)
-    centred = f - expect(f * s ** 2) / e_s2
-    excess.append((expect(centred ** 2 * s ** 4) * e_s2 + expect(centred * s ** 3) ** 2)
-                  / ((num_samples - 1) * e_s2 ** 2))
+  for s in (eps / sigma, (eps**2 - 1) / sigma):  # the scores of mu and sigma
+    e_s2 = expect(s**2)
+    centred = f - expect(f * s**2) / e_s2
+    excess.append((expect(centred**2 * s**4) * e_s2 + expect(centred * s**3) ** 2) / ((num_samples - 1) * e_s2**2))
   return excess[0], excess[1]
 
 
@@ -250,13 +262,21 @@ class VarianceConfig:
 
 # The reference rows plus a few more values of k, so that the plots show measured points along the curves.
 CURVE_PROBLEMS = PROBLEMS + (
-    Problem("(x-k)^2", -1.5), Problem("(x-k)^2", 1.5), Problem("exp(-kx^2)", 0.3), Problem("exp(-kx^2)", 3.0),
-    Problem("cos(kx)", 1.0), Problem("cos(kx)", 3.0),
+  Problem("(x-k)^2", -1.5),
+  Problem("(x-k)^2", 1.5),
+  Problem("exp(-kx^2)", 0.3),
+  Problem("exp(-kx^2)", 3.0),
+  Problem("cos(kx)", 1.0),
+  Problem("cos(kx)", 3.0),
 )
 
 PRESETS = {
-    "quick": VarianceConfig(num_repeats=20_000, problems=CURVE_PROBLEMS, optimal_baseline_samples=1_000, optimal_baseline_repeats=4_000),
-    "full": VarianceConfig(num_repeats=200_000, problems=CURVE_PROBLEMS, optimal_baseline_samples=1_000, optimal_baseline_repeats=50_000),
+  "quick": VarianceConfig(
+    num_repeats=20_000, problems=CURVE_PROBLEMS, optimal_baseline_samples=1_000, optimal_baseline_repeats=4_000
+  ),
+  "full": VarianceConfig(
+    num_repeats=200_000, problems=CURVE_PROBLEMS, optimal_baseline_samples=1_000, optimal_baseline_repeats=50_000
+  ),
 }
 
 
@@ -296,8 +316,9 @@ def measure(problem: Problem, label: str, config: VarianceConfig, key: jax.Array
   batch_size = None if config.chunk_samples is None else max(1, config.chunk_samples // n)
   params = {"loc": jnp.asarray(config.mu, jnp.float32), "scale": jnp.asarray(config.sigma, jnp.float32)}
   start = time.perf_counter()
-  moments = sfe.diagnostics.gradient_moments(estimator, cost(problem), dist_builder, params, key, num_samples=n,
-                                             num_repeats=repeats, batch_size=batch_size)
+  moments = sfe.diagnostics.gradient_moments(
+    estimator, cost(problem), dist_builder, params, key, num_samples=n, num_repeats=repeats, batch_size=batch_size
+  )
   gradient_bias = sfe.diagnostics.bias(moments, {"loc": ref.grad[0], "scale": ref.grad[1]})
   jax.block_until_ready(gradient_bias)
   seconds = time.perf_counter() - start
@@ -323,20 +344,34 @@ def measure(problem: Problem, label: str, config: VarianceConfig, key: jax.Array
     else:  # No exact value to compare with.
       exact_var = expected_var = tolerance = variance_z = None
       allowance, variance_ok = 0.0, True
-    records.append({
-        "f": problem.family, "k": problem.k, "estimator": label, "param": param,
-        "num_samples": n, "num_repeats": repeats,
-        "exact_grad": exact_grad, "mean": mean, "mean_se": mean_se, "mean_z": float(gradient_bias.z_score[leaf]),
-        "exact_variance": exact_var, "expected_variance": expected_var, "variance": variance,
+    records.append(
+      {
+        "f": problem.family,
+        "k": problem.k,
+        "estimator": label,
+        "param": param,
+        "num_samples": n,
+        "num_repeats": repeats,
+        "exact_grad": exact_grad,
+        "mean": mean,
+        "mean_se": mean_se,
+        "mean_z": float(gradient_bias.z_score[leaf]),
+        "exact_variance": exact_var,
+        "expected_variance": expected_var,
+        "variance": variance,
         "variance_se": variance_se,
         "variance_z": variance_z,
-        "variance_tolerance": tolerance, "model_allowance": allowance,
-        "mean_ok": bool(mean_ok), "variance_ok": bool(variance_ok), "seconds": seconds,
+        "variance_tolerance": tolerance,
+        "model_allowance": allowance,
+        "mean_ok": bool(mean_ok),
+        "variance_ok": bool(variance_ok),
+        "seconds": seconds,
         # Variance per unit of compute: what an estimator costs to reach a given precision (first call
         # included, so it is an upper bound for cheap estimators).
         "seconds_per_estimate": seconds / repeats,
         "work_normalised_variance": float(moments.variance[leaf]) * seconds / repeats,
-    })
+      }
+    )
   return records
 
 
@@ -356,17 +391,54 @@ def to_markdown(records: list[dict[str, Any]], config: VarianceConfig, env: dict
     for e in labels:
       for p in PARAMS:
         r = by_key.get((problem.family, problem.k, e, p))
-        row.append("not run" if r is None else (f"{report.format_number(r['variance'])} "
-                                          f"({report.format_number(r['exact_variance'])})"
-                                          + ("" if r["variance_ok"] else " **!**")))
+        row.append(
+          "not run"
+          if r is None
+          else (
+            f"{report.format_number(r['variance'])} "
+            f"({report.format_number(r['exact_variance'])})" + ("" if r["variance_ok"] else " **!**")
+          )
+        )
     summary_rows.append(row)
-  detail_columns = ["f", "k", "estimator", "param", "N", "repeats", "exact dF", "mean", "± se", "z",
-                    "exact Var", "expected N x Var at N", "measured", "± se", "z", "flag"]
-  detail_rows = [[r["f"], r["k"], r["estimator"], r["param"], r["num_samples"], r["num_repeats"],
-                  r["exact_grad"], r["mean"], r["mean_se"], round(r["mean_z"], 2), r["exact_variance"],
-                  r["expected_variance"], r["variance"], r["variance_se"],
-                  None if r["variance_z"] is None else round(r["variance_z"], 2), _flag(r)]
-                 for r in records]
+  detail_columns = [
+    "f",
+    "k",
+    "estimator",
+    "param",
+    "N",
+    "repeats",
+    "exact dF",
+    "mean",
+    "± se",
+    "z",
+    "exact Var",
+    "expected N x Var at N",
+    "measured",
+    "± se",
+    "z",
+    "flag",
+  ]
+  detail_rows = [
+    [
+      r["f"],
+      r["k"],
+      r["estimator"],
+      r["param"],
+      r["num_samples"],
+      r["num_repeats"],
+      r["exact_grad"],
+      r["mean"],
+      r["mean_se"],
+      round(r["mean_z"], 2),
+      r["exact_variance"],
+      r["expected_variance"],
+      r["variance"],
+      r["variance_se"],
+      None if r["variance_z"] is None else round(r["variance_z"], 2),
+      _flag(r),
+    ]
+    for r in records
+  ]
   work_columns = ["f", "k"] + [f"{e}_{p}" for e in labels for p in PARAMS]
   work_rows = []
   for problem in config.problems:
@@ -377,11 +449,14 @@ def to_markdown(records: list[dict[str, Any]], config: VarianceConfig, env: dict
         row.append("not run" if r is None else r.get("work_normalised_variance"))
     work_rows.append(row)
   outside = [r for r in records if not (r["mean_ok"] and r["variance_ok"])]
-  verdict = (f"All {len(records)} measurements are inside their {config.num_se:g}-standard-error intervals."
-             if not outside else
-             f"**{len(outside)} of {len(records)} measurements are outside their {config.num_se:g}-standard-error "
-             "intervals** (flagged below).")
-  return "\n\n".join([
+  verdict = (
+    f"All {len(records)} measurements are inside their {config.num_se:g}-standard-error intervals."
+    if not outside
+    else f"**{len(outside)} of {len(records)} measurements are outside their {config.num_se:g}-standard-error "
+    "intervals** (flagged below)."
+  )
+  return "\n\n".join(
+    [
       "# Variance benchmark: Gaussian cost functions (Mohamed et al. 2020, Section 3)",
       f"Gradients of E_{{x ~ N(mu, sigma^2)}}[f(x; k)] at mu = {config.mu:g}, sigma = {config.sigma:g}. "
       f"{config.num_repeats} single-sample repeats per cell (SF*: {config.optimal_baseline_repeats} repeats of "
@@ -409,7 +484,8 @@ def to_markdown(records: list[dict[str, Any]], config: VarianceConfig, env: dict
       "estimate plus 10 pairs of single-sample estimates for its coefficient, no exact variance (— : only its mean "
       "is checked). Exact values: closed forms of closed_forms.md Section 1; MVD for exp and cos by numerical "
       "quadrature.",
-  ])
+    ]
+  )
 
 
 def cells(config: VarianceConfig) -> list[tuple[str, Callable[[], list[dict[str, Any]]]]]:
@@ -422,8 +498,10 @@ def cells(config: VarianceConfig) -> list[tuple[str, Callable[[], list[dict[str,
     problem_key = jax.random.fold_in(key, _stable_int(problem.name))
     for label in config.estimators:
       cell_key = jax.random.fold_in(problem_key, _stable_int(label))
-      cell = (f"variance/{problem.family}/k={problem.k:g}/{label}/repeats={config.num_repeats}"
-              f"/sf*={config.optimal_baseline_repeats}x{config.optimal_baseline_samples}")
+      cell = (
+        f"variance/{problem.family}/k={problem.k:g}/{label}/repeats={config.num_repeats}"
+        f"/sf*={config.optimal_baseline_repeats}x{config.optimal_baseline_samples}"
+      )
       out.append((cell, functools.partial(measure, problem, label, config, cell_key)))
   return out
 
@@ -456,9 +534,16 @@ def plot(records: list[dict[str, Any]], config: VarianceConfig, out_dir: str) ->
           ax.plot(grid, [max(c[label][row], 1e-12) for c in curves], color=colours[label], lw=1, alpha=0.8)
         points = [r for r in records if r["f"] == family and r["estimator"] == label and r["param"] == param]
         if points:
-          ax.errorbar([r["k"] for r in points], [float(r["variance"]) for r in points],
-                      yerr=[2 * float(r["variance_se"]) for r in points], fmt="o", ms=4, color=colours[label],
-                      label=label, capsize=2)
+          ax.errorbar(
+            [r["k"] for r in points],
+            [float(r["variance"]) for r in points],
+            yerr=[2 * float(r["variance_se"]) for r in points],
+            fmt="o",
+            ms=4,
+            color=colours[label],
+            label=label,
+            capsize=2,
+          )
       ax.set_yscale("log")
       if family == "exp(-kx^2)":
         ax.set_xscale("log")
@@ -466,8 +551,10 @@ def plot(records: list[dict[str, Any]], config: VarianceConfig, out_dir: str) ->
       ax.set_xlabel("k")
       ax.set_ylabel("single-sample variance")
   axes[0][0].legend(fontsize=8)
-  fig.suptitle(f"Gaussian cost functions at mu = {config.mu:g}, sigma = {config.sigma:g}: "
-               "measured (points, ± 2 se) and exact (lines)")
+  fig.suptitle(
+    f"Gaussian cost functions at mu = {config.mu:g}, sigma = {config.sigma:g}: "
+    "measured (points, ± 2 se) and exact (lines)"
+  )
   fig.tight_layout()
   return report.save_figure(fig, out_dir, "variance.png", dpi=110)
 

@@ -51,7 +51,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import distrax
 import jax
@@ -59,15 +60,27 @@ import jax.numpy as jnp
 import numpy as np
 
 import sfe_jax as sfe
-from benchmarks import report
-from benchmarks import store
+from benchmarks import report, store
 
 SUITE = "logistic"
-ESTIMATORS = ("pathwise", "pathwise + delta", "score function", "score function + delta",
-              "score function + MA", "measure-valued", "measure-valued + delta")
-SLUGS = {"pathwise": "pathwise", "pathwise + delta": "pathwise_delta", "score function": "score_function",
-         "score function + delta": "score_function_delta", "score function + MA": "score_function_ma",
-         "measure-valued": "measure_valued", "measure-valued + delta": "measure_valued_delta"}
+ESTIMATORS = (
+  "pathwise",
+  "pathwise + delta",
+  "score function",
+  "score function + delta",
+  "score function + MA",
+  "measure-valued",
+  "measure-valued + delta",
+)
+SLUGS = {
+  "pathwise": "pathwise",
+  "pathwise + delta": "pathwise_delta",
+  "score function": "score_function",
+  "score function + delta": "score_function_delta",
+  "score function + MA": "score_function_ma",
+  "measure-valued": "measure_valued",
+  "measure-valued + delta": "measure_valued_delta",
+}
 MA_DECAY = 0.9
 NUM_COEFFICIENT_SAMPLES = 10  # sfe.with_control_variate's default
 PARAM_NAMES = ("mean", "log_scale")
@@ -112,7 +125,7 @@ def make_cost(x: jax.Array, y: jax.Array, scale: float) -> Callable[[jax.Array],
 def kl_to_prior(params) -> jax.Array:
   """``KL(N(mean, diag(s^2)) || N(0, I))``, ``s = exp(log_scale)``."""
   m, ls = params["mean"], params["log_scale"]
-  return 0.5 * jnp.sum(jnp.exp(2 * ls) + m ** 2 - 1 - 2 * ls)
+  return 0.5 * jnp.sum(jnp.exp(2 * ls) + m**2 - 1 - 2 * ls)
 
 
 def initial_params(dim: int) -> dict[str, jax.Array]:
@@ -167,9 +180,10 @@ class LogisticConfig:
 
 
 PRESETS = {
-    "quick": LogisticConfig(steps=1_000, measure_valued_samples=10, log_every=50, eval_samples=200,
-                            variance_every=250, num_repeats=300),
-    "full": LogisticConfig(),
+  "quick": LogisticConfig(
+    steps=1_000, measure_valued_samples=10, log_every=50, eval_samples=200, variance_every=250, num_repeats=300
+  ),
+  "full": LogisticConfig(),
 }
 
 
@@ -178,8 +192,10 @@ def _check(config: LogisticConfig) -> None:
   if config.steps < 1 or config.log_every < 1 or config.steps % config.log_every:
     raise ValueError(f"log_every ({config.log_every}) must divide steps ({config.steps}).")
   if config.variance_every % config.log_every or config.steps % config.variance_every:
-    raise ValueError(f"variance_every ({config.variance_every}) must be a multiple of log_every "
-                     f"({config.log_every}) and divide steps ({config.steps}).")
+    raise ValueError(
+      f"variance_every ({config.variance_every}) must be a multiple of log_every "
+      f"({config.log_every}) and divide steps ({config.steps})."
+    )
   if config.num_repeats < 2:
     raise ValueError(f"num_repeats must be at least 2; got {config.num_repeats}.")
   if not 1 <= config.batch_size <= 569:
@@ -204,8 +220,9 @@ def build_estimator(label: str) -> sfe.Estimator:
   else:
     raise ValueError(f"unknown estimator {label!r}; expected one of {ESTIMATORS}.")
   if label.endswith(" + delta"):
-    est = sfe.with_control_variate(est, sfe.control_variates.delta_method(),
-                                   num_coefficient_samples=NUM_COEFFICIENT_SAMPLES)
+    est = sfe.with_control_variate(
+      est, sfe.control_variates.delta_method(), num_coefficient_samples=NUM_COEFFICIENT_SAMPLES
+    )
   return est
 
 
@@ -267,8 +284,9 @@ def measure_training(config: LogisticConfig, label: str, key: jax.Array) -> dict
     k_batch, k_est = jax.random.split(k)
     idx = jax.random.choice(k_batch, n, (bs,), replace=False)
     f = make_cost(x[idx], y[idx], float(n))
-    _, grads, est_state = sfe.value_and_grad(estimator, f, dist_builder, params, k_est,
-                                             num_samples=num_samples * per_sample, state=est_state)
+    _, grads, est_state = sfe.value_and_grad(
+      estimator, f, dist_builder, params, k_est, num_samples=num_samples * per_sample, state=est_state
+    )
     kl_grads = jax.grad(kl_to_prior)(params)
     lr = config.learning_rate * jnp.cos(0.5 * jnp.pi * t.astype(jnp.float32) / steps)
     params = jax.tree.map(lambda p, g, gk: p + lr * (g - gk), params, grads, kl_grads)
@@ -276,16 +294,22 @@ def measure_training(config: LogisticConfig, label: str, key: jax.Array) -> dict
 
   def segment(params, est_state, k, start):
     ts = start + jnp.arange(config.log_every)
-    (params, est_state), _ = jax.lax.scan(step, (params, est_state),
-                                          (ts, jax.random.split(k, config.log_every)))
+    (params, est_state), _ = jax.lax.scan(step, (params, est_state), (ts, jax.random.split(k, config.log_every)))
     return params, est_state
 
   eval_fn = jax.jit(lambda p, k: evaluate(p, k, x, y, config.eval_samples))
 
   def moments(params, est_state, k, xb, yb):
-    m = sfe.diagnostics.gradient_moments(estimator, make_cost(xb, yb, float(n)), dist_builder, params, k,
-                                         num_samples=per_sample, num_repeats=config.num_repeats,
-                                         state=est_state)
+    m = sfe.diagnostics.gradient_moments(
+      estimator,
+      make_cost(xb, yb, float(n)),
+      dist_builder,
+      params,
+      k,
+      num_samples=per_sample,
+      num_repeats=config.num_repeats,
+      state=est_state,
+    )
     return m.variance, m.mean
 
   params = initial_params(dim)
@@ -319,22 +343,36 @@ def measure_training(config: LogisticConfig, label: str, key: jax.Array) -> dict
       break
     start = time.perf_counter()
     params, est_state = jax.block_until_ready(
-        compiled_segment(params, est_state, jax.random.fold_in(key_train, s), jnp.asarray(s, jnp.int32)))
+      compiled_segment(params, est_state, jax.random.fold_in(key_train, s), jnp.asarray(s, jnp.int32))
+    )
     train_seconds += time.perf_counter() - start
   coeff = coefficient_evaluations(label, dim)
   params_np = jax.device_get(params)
   return {
-      "suite": SUITE, "kind": "training", "problem": "breast_cancer", "estimator": label,
-      "estimator_name": estimator.name, "dim": dim, "num_data": n, "steps": steps,
-      "learning_rate": config.learning_rate, "batch_size": bs, "samples_per_step": num_samples,
-      "evaluations": num_samples * per_sample + coeff,  # evaluations of f per training step
-      "evaluations_per_sample": per_sample, "coefficient_evaluations": coeff,
-      "single_sample_evaluations": per_sample + coeff,  # per estimate of the variance checkpoints
-      "eval_samples": config.eval_samples, "num_repeats": config.num_repeats,
-      "final_elbo": curve[-1][1], "final_accuracy": curve[-1][2], "curve": curve, "variance": checkpoints,
-      "final_mean_norm": float(np.linalg.norm(params_np["mean"])),
-      "final_scale_mean": float(np.exp(params_np["log_scale"]).mean()),
-      "seconds": train_seconds,  # training steps only (compilation and evaluation excluded)
+    "suite": SUITE,
+    "kind": "training",
+    "problem": "breast_cancer",
+    "estimator": label,
+    "estimator_name": estimator.name,
+    "dim": dim,
+    "num_data": n,
+    "steps": steps,
+    "learning_rate": config.learning_rate,
+    "batch_size": bs,
+    "samples_per_step": num_samples,
+    "evaluations": num_samples * per_sample + coeff,  # evaluations of f per training step
+    "evaluations_per_sample": per_sample,
+    "coefficient_evaluations": coeff,
+    "single_sample_evaluations": per_sample + coeff,  # per estimate of the variance checkpoints
+    "eval_samples": config.eval_samples,
+    "num_repeats": config.num_repeats,
+    "final_elbo": curve[-1][1],
+    "final_accuracy": curve[-1][2],
+    "curve": curve,
+    "variance": checkpoints,
+    "final_mean_norm": float(np.linalg.norm(params_np["mean"])),
+    "final_scale_mean": float(np.exp(params_np["log_scale"]).mean()),
+    "seconds": train_seconds,  # training steps only (compilation and evaluation excluded)
   }
 
 
@@ -358,8 +396,6 @@ def cells(config: LogisticConfig) -> list[tuple[str, Callable[[], list[dict[str,
 # ----------------------------------------------------------------------------------------------------------
 
 
-
-
 def _index(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
   out = {}
   for r in records:
@@ -378,12 +414,12 @@ def to_markdown(records: list[dict[str, Any]], config: LogisticConfig, env: dict
   labels = _labels(config)
   dim = 31
   parts = [
-      "# Bayesian logistic regression, breast cancer (closed_forms.md, Section 3)",
-      f"q = N(mean, diag(exp(log_scale))^2) from 0; ELBO = 569 * mean batch log-likelihood - KL (KL exact). "
-      f"Plain SGD, lr {config.learning_rate:g} * cos(pi/2 * t / {config.steps}), {config.steps} steps, batch "
-      f"{config.batch_size}, {config.num_samples} posterior samples per step ({config.measure_valued_samples} "
-      f"base samples for measure-valued, each costing 4 D = {4 * dim} evaluations of f). ELBO and accuracy on "
-      f"the full data with {config.eval_samples} posterior samples.",
+    "# Bayesian logistic regression, breast cancer (closed_forms.md, Section 3)",
+    f"q = N(mean, diag(exp(log_scale))^2) from 0; ELBO = 569 * mean batch log-likelihood - KL (KL exact). "
+    f"Plain SGD, lr {config.learning_rate:g} * cos(pi/2 * t / {config.steps}), {config.steps} steps, batch "
+    f"{config.batch_size}, {config.num_samples} posterior samples per step ({config.measure_valued_samples} "
+    f"base samples for measure-valued, each costing 4 D = {4 * dim} evaluations of f). ELBO and accuracy on "
+    f"the full data with {config.eval_samples} posterior samples.",
   ]
   if env:
     try:
@@ -397,15 +433,39 @@ def to_markdown(records: list[dict[str, Any]], config: LogisticConfig, env: dict
       rows.append([e] + ["not run"] * 7)
       continue
     curve = r.get("curve") or []
-    best = [report.number(c[1]) for c in curve if report.number(c[1]) is not None and math.isfinite(report.number(c[1]))]
-    rows.append([e, report.number(r.get("steps")), report.number(r.get("samples_per_step")), report.number(r.get("evaluations")),
-                 report.number(r.get("final_elbo")), max(best) if best else None, report.number(r.get("final_accuracy")),
-                 report.number(r.get("seconds"))])
-  parts += ["## Final ELBO and accuracy",
-            report.markdown_table(["estimator", "steps", "samples / step", "evaluations of f / step", "final ELBO",
-                                   "best ELBO on the curve", "final accuracy", "training seconds"], rows),
-            "Evaluations per step include, for the delta-method rows, the 10 extra single-sample estimates of the "
-            "coefficient (the Hessian of f at the mean, once per step, is not counted)."]
+    best = [
+      report.number(c[1]) for c in curve if report.number(c[1]) is not None and math.isfinite(report.number(c[1]))
+    ]
+    rows.append(
+      [
+        e,
+        report.number(r.get("steps")),
+        report.number(r.get("samples_per_step")),
+        report.number(r.get("evaluations")),
+        report.number(r.get("final_elbo")),
+        max(best) if best else None,
+        report.number(r.get("final_accuracy")),
+        report.number(r.get("seconds")),
+      ]
+    )
+  parts += [
+    "## Final ELBO and accuracy",
+    report.markdown_table(
+      [
+        "estimator",
+        "steps",
+        "samples / step",
+        "evaluations of f / step",
+        "final ELBO",
+        "best ELBO on the curve",
+        "final accuracy",
+        "training seconds",
+      ],
+      rows,
+    ),
+    "Evaluations per step include, for the delta-method rows, the 10 extra single-sample estimates of the "
+    "coefficient (the Hessian of f at the mean, once per step, is not counted).",
+  ]
   steps = list(range(0, config.steps + 1, config.variance_every))
   rows = []
   for e in labels:
@@ -420,18 +480,42 @@ def to_markdown(records: list[dict[str, Any]], config: LogisticConfig, env: dict
         rows.append([e, s] + ["not run"] * 8)
         continue
       spe = report.number(c.get("seconds_per_estimate"))
-      rows.append([e, s, report.number(c.get("var_mean_avg")), report.number(c.get("var_mean_max")), report.number(c.get("var_log_scale_avg")),
-                   report.number(c.get("var_log_scale_max")), None if spe is None else spe * 1e6,
-                   report.number(c.get("work_normalised_variance_mean")), report.number(c.get("work_normalised_variance_log_scale")),
-                   None if r is None else report.number(r.get("single_sample_evaluations"))])
-  parts += ["## Variance of single-sample gradient estimates (per dimension)",
-            f"{config.num_repeats} independent single-sample estimates (one posterior sample; one base sample for "
-            "measure-valued) of the likelihood gradient at the training parameters of that step, on one fixed "
-            "batch; avg / max over the 31 dimensions. Work-normalised variance = avg variance x seconds per "
-            "estimate.",
-            report.markdown_table(["estimator", "step", "Var mean (avg)", "Var mean (max)", "Var log_scale (avg)",
-                                   "Var log_scale (max)", "us / estimate", "WNV mean", "WNV log_scale",
-                                   "evaluations of f / estimate"], rows)]
+      rows.append(
+        [
+          e,
+          s,
+          report.number(c.get("var_mean_avg")),
+          report.number(c.get("var_mean_max")),
+          report.number(c.get("var_log_scale_avg")),
+          report.number(c.get("var_log_scale_max")),
+          None if spe is None else spe * 1e6,
+          report.number(c.get("work_normalised_variance_mean")),
+          report.number(c.get("work_normalised_variance_log_scale")),
+          None if r is None else report.number(r.get("single_sample_evaluations")),
+        ]
+      )
+  parts += [
+    "## Variance of single-sample gradient estimates (per dimension)",
+    f"{config.num_repeats} independent single-sample estimates (one posterior sample; one base sample for "
+    "measure-valued) of the likelihood gradient at the training parameters of that step, on one fixed "
+    "batch; avg / max over the 31 dimensions. Work-normalised variance = avg variance x seconds per "
+    "estimate.",
+    report.markdown_table(
+      [
+        "estimator",
+        "step",
+        "Var mean (avg)",
+        "Var mean (max)",
+        "Var log_scale (avg)",
+        "Var log_scale (max)",
+        "us / estimate",
+        "WNV mean",
+        "WNV log_scale",
+        "evaluations of f / estimate",
+      ],
+      rows,
+    ),
+  ]
   return "\n\n".join(parts) + "\n"
 
 

@@ -8,7 +8,8 @@ import math
 import os
 import platform
 import zlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 
@@ -43,19 +44,19 @@ def environment() -> dict[str, Any]:
 
   device = jax.devices()[0]
   return {
-      "jax_version": jax.__version__,
-      "jaxlib_version": _jaxlib_version(),
-      "distrax_version": distrax.__version__,
-      "sfe_jax_version": sfe_jax.__version__,
-      "platform": device.platform,
-      "device_kind": device.device_kind,
-      "device_count": jax.device_count(),
-      "cpu_count": os.cpu_count(),
-      "python": platform.python_version(),
-      "machine": platform.machine(),
-      "x64": bool(jax.config.jax_enable_x64),
-      # Other processes compete for the CPU: timings taken under load are noisier (and slower).
-      "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    "jax_version": jax.__version__,
+    "jaxlib_version": _jaxlib_version(),
+    "distrax_version": distrax.__version__,
+    "sfe_jax_version": sfe_jax.__version__,
+    "platform": device.platform,
+    "device_kind": device.device_kind,
+    "device_count": jax.device_count(),
+    "cpu_count": os.cpu_count(),
+    "python": platform.python_version(),
+    "machine": platform.machine(),
+    "x64": bool(jax.config.jax_enable_x64),
+    # Other processes compete for the CPU: timings taken under load are noisier (and slower).
+    "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
   }
 
 
@@ -99,10 +100,12 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 
 
 def environment_markdown(env: dict[str, Any]) -> str:
-  return (f"jax {env['jax_version']} (jaxlib {env['jaxlib_version']}), distrax {env['distrax_version']}, "
-          f"sfe_jax {env['sfe_jax_version']}; device: {env['platform']} / {env['device_kind']} "
-          f"(x{env['device_count']}), {env['cpu_count']} CPU cores, Python {env['python']}; load average "
-          f"{format_number(env.get('load_average_1min'))} when the run started.")
+  return (
+    f"jax {env['jax_version']} (jaxlib {env['jaxlib_version']}), distrax {env['distrax_version']}, "
+    f"sfe_jax {env['sfe_jax_version']}; device: {env['platform']} / {env['device_kind']} "
+    f"(x{env['device_count']}), {env['cpu_count']} CPU cores, Python {env['python']}; load average "
+    f"{format_number(env.get('load_average_1min'))} when the run started."
+  )
 
 
 def plain(value: Any) -> Any:
@@ -118,8 +121,9 @@ def plain(value: Any) -> Any:
   return value
 
 
-def write_outputs(out_dir: str, name: str, *, markdown: str, records: Sequence[dict[str, Any]],
-                  meta: dict[str, Any]) -> dict[str, str]:
+def write_outputs(
+  out_dir: str, name: str, *, markdown: str, records: Sequence[dict[str, Any]], meta: dict[str, Any]
+) -> dict[str, str]:
   """Writes ``name.md``, ``name.csv`` (one line per record) and ``name.json`` (meta + records) into ``out_dir``.
 
   Returns:

@@ -83,7 +83,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import distrax
 import jax
@@ -93,17 +94,13 @@ import optax
 
 import sfe_jax as sfe
 import sfe_jax.rl as rl
-from benchmarks import report
-from benchmarks import store
-from benchmarks import throughput
+from benchmarks import report, store, throughput
 
 SUITE = "rl"
 ENV_NAME = "CartPole-v1"
 METHODS = ("REINFORCE + leave-one-out", "REINFORCE + value baseline", "PPO")
-SLUGS = {"REINFORCE + leave-one-out": "reinforce_loo", "REINFORCE + value baseline": "reinforce_value",
-         "PPO": "ppo"}
-ESTIMATORS = ("REINFORCE", "REINFORCE + leave-one-out", "REINFORCE + value",
-              "actor-critic (GAE)", "PPO (first step)")
+SLUGS = {"REINFORCE + leave-one-out": "reinforce_loo", "REINFORCE + value baseline": "reinforce_value", "PPO": "ppo"}
+ESTIMATORS = ("REINFORCE", "REINFORCE + leave-one-out", "REINFORCE + value", "actor-critic (GAE)", "PPO (first step)")
 LEAVE_ONE_OUT = sfe.baselines.leave_one_out()
 MAX_GRAD_NORM = 0.5  # PPO's global gradient-norm clipping
 VALUE_COEF = 0.5  # PPO's weight of the value loss
@@ -177,8 +174,8 @@ class RLConfig:
 
 
 PRESETS = {
-    "quick": RLConfig(),
-    "full": RLConfig(runs=5, num_repeats=128, variance_points=(0.0, 1 / 3, 2 / 3, 1.0)),
+  "quick": RLConfig(),
+  "full": RLConfig(runs=5, num_repeats=128, variance_points=(0.0, 1 / 3, 2 / 3, 1.0)),
 }
 
 
@@ -188,15 +185,28 @@ def _check(config: RLConfig) -> None:
     raise ValueError(f"horizon must be in [1, 500] (CartPole-v1's cap); got {config.horizon}.")
   if not (0.0 <= config.gamma <= 1.0 and 0.0 <= config.lam <= 1.0):
     raise ValueError(f"gamma and lam must lie in [0, 1]; got {config.gamma}, {config.lam}.")
-  for name in ("hidden", "critic_steps", "reinforce_batch", "ppo_batch", "ppo_epochs", "ppo_minibatches", "eval_every",
-               "eval_episodes", "max_env_steps", "runs", "overhead_repeats"):
+  for name in (
+    "hidden",
+    "critic_steps",
+    "reinforce_batch",
+    "ppo_batch",
+    "ppo_epochs",
+    "ppo_minibatches",
+    "eval_every",
+    "eval_episodes",
+    "max_env_steps",
+    "runs",
+    "overhead_repeats",
+  ):
     if getattr(config, name) < 1:
       raise ValueError(f"{name} must be at least 1; got {getattr(config, name)}.")
   if config.ppo_batch % config.ppo_minibatches:
     raise ValueError(f"ppo_minibatches ({config.ppo_minibatches}) must divide ppo_batch ({config.ppo_batch}).")
   if config.variance_batch < 2 or config.num_repeats < 2:
-    raise ValueError(f"variance_batch and num_repeats must be at least 2 (leave-one-out, a variance); got "
-                     f"{config.variance_batch}, {config.num_repeats}.")
+    raise ValueError(
+      f"variance_batch and num_repeats must be at least 2 (leave-one-out, a variance); got "
+      f"{config.variance_batch}, {config.num_repeats}."
+    )
   if not config.variance_points or any(not 0.0 <= p <= 1.0 for p in config.variance_points):
     raise ValueError(f"variance_points must be fractions in [0, 1]; got {config.variance_points}.")
   if config.overhead_batch < 0 or config.overhead_batch == 1:
@@ -229,8 +239,9 @@ def init_mlp(key: jax.Array, sizes: tuple[int, ...], out_scale: float) -> list[d
   keys = jax.random.split(key, len(sizes) - 1)
   for i, (k, n_in, n_out) in enumerate(zip(keys, sizes[:-1], sizes[1:])):
     scale = (out_scale if i == len(sizes) - 2 else 1.0) / math.sqrt(n_in)
-    layers.append({"w": scale * jax.random.normal(k, (n_in, n_out), jnp.float32),
-                   "b": jnp.zeros((n_out,), jnp.float32)})
+    layers.append(
+      {"w": scale * jax.random.normal(k, (n_in, n_out), jnp.float32), "b": jnp.zeros((n_out,), jnp.float32)}
+    )
   return layers
 
 
@@ -243,8 +254,7 @@ def mlp(layers: list[dict[str, jax.Array]], x: jax.Array) -> jax.Array:
 def init_params(key: jax.Array, hidden: int) -> dict[str, Any]:
   """``{"policy": ..., "critic": ...}``: two MLPs ``4 -> hidden -> hidden -> (2 | 1)``."""
   kp, kc = jax.random.split(key)
-  return {"policy": init_mlp(kp, (4, hidden, hidden, 2), 0.01),
-          "critic": init_mlp(kc, (4, hidden, hidden, 1), 1.0)}
+  return {"policy": init_mlp(kp, (4, hidden, hidden, 2), 0.01), "critic": init_mlp(kc, (4, hidden, hidden, 1), 1.0)}
 
 
 def policy(policy_params, obs: jax.Array) -> distrax.Categorical:
@@ -276,14 +286,14 @@ def rollout(env, env_params, policy_params, key: jax.Array, num_episodes: int, h
     obs, state, alive = carry
     k_act, k_env = jax.random.split(k)
     action = policy(policy_params, obs).sample(seed=k_act)
-    next_obs, next_state, reward, terminated, _ = step_env(jax.random.split(k_env, num_episodes), state, action,
-                                                           env_params)
+    next_obs, next_state, reward, terminated, _ = step_env(
+      jax.random.split(k_env, num_episodes), state, action, env_params
+    )
     out = (obs, action, reward.astype(jnp.float32), alive, terminated)
     return (next_obs, next_state, alive & ~terminated), out
 
   alive = jnp.ones((num_episodes,), bool)
-  (last_obs, _, _), (o, a, r, m, d) = jax.lax.scan(step, (obs, state, alive),
-                                                   jax.random.split(k_steps, horizon))
+  (last_obs, _, _), (o, a, r, m, d) = jax.lax.scan(step, (obs, state, alive), jax.random.split(k_steps, horizon))
   swap = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731 [T, B] -> [B, T]
   return Batch(swap(o), swap(a), swap(r), swap(m).astype(jnp.float32), last_obs, swap(d))
 
@@ -330,8 +340,15 @@ def make_update(env, env_params, config: RLConfig, method: str):
       baseline = LEAVE_ONE_OUT if baseline_kind == "leave_one_out" else values
 
       def policy_loss(pp):
-        return rl.reinforce_loss(log_probs(pp, batch), batch.rewards, batch.mask, gamma, baseline=baseline,
-                                 reward_to_go=True, time_discount=False)
+        return rl.reinforce_loss(
+          log_probs(pp, batch),
+          batch.rewards,
+          batch.mask,
+          gamma,
+          baseline=baseline,
+          reward_to_go=True,
+          time_discount=False,
+        )
 
       returns = rl.discounted_returns(batch.rewards, batch.mask, gamma)
 
@@ -363,8 +380,9 @@ def make_update(env, env_params, config: RLConfig, method: str):
     k_roll, k_perm = jax.random.split(key)
     batch = rollout(env, env_params, params["policy"], k_roll, config.ppo_batch, config.horizon)
     old_values = value(params["critic"], batch.obs)
-    adv = rl.gae(batch.rewards, old_values, batch.mask, gamma, config.lam,
-                 bootstrap_value=bootstrap_value(params["critic"], batch))
+    adv = rl.gae(
+      batch.rewards, old_values, batch.mask, gamma, config.lam, bootstrap_value=bootstrap_value(params["critic"], batch)
+    )
     targets = adv + old_values
     old_lp = log_probs(params["policy"], batch)
     data = (batch, old_lp, adv, old_values, targets)
@@ -390,8 +408,7 @@ def make_update(env, env_params, config: RLConfig, method: str):
       perm = jax.random.permutation(k, config.ppo_batch).reshape(n_mb, mb)
       return jax.lax.scan(minibatch_step, carry, perm)[0], None
 
-    (params, opt_state), _ = jax.lax.scan(epoch, (params, opt_state),
-                                          jax.random.split(k_perm, config.ppo_epochs))
+    (params, opt_state), _ = jax.lax.scan(epoch, (params, opt_state), jax.random.split(k_perm, config.ppo_epochs))
     return (params, opt_state), (jnp.sum(batch.mask), jnp.mean(episode_returns(batch)))
 
   return update, policy_opt.init
@@ -417,12 +434,15 @@ def gradient_estimates(env, env_params, config: RLConfig, params, key: jax.Array
     return lambda lp: rl.reinforce_loss(lp, r, m, gamma, baseline=baseline, time_discount=False)
 
   losses = {
-      "REINFORCE": reinforce(None),
-      "REINFORCE + leave-one-out": reinforce(LEAVE_ONE_OUT),
-      "REINFORCE + value": reinforce(values),
-      "actor-critic (GAE)": lambda lp: rl.actor_critic_loss(lp, values, r, m, gamma, config.lam,
-                                                            bootstrap_value=boot, time_discount=False)[1].policy_loss,
-      "PPO (first step)": lambda lp: rl.ppo_loss(lp, jax.lax.stop_gradient(lp), adv, m, config.clip_eps),
+    "REINFORCE": reinforce(None),
+    "REINFORCE + leave-one-out": reinforce(LEAVE_ONE_OUT),
+    "REINFORCE + value": reinforce(values),
+    "actor-critic (GAE)": lambda lp: (
+      rl.actor_critic_loss(lp, values, r, m, gamma, config.lam, bootstrap_value=boot, time_discount=False)[
+        1
+      ].policy_loss
+    ),
+    "PPO (first step)": lambda lp: rl.ppo_loss(lp, jax.lax.stop_gradient(lp), adv, m, config.clip_eps),
   }
   grads = []
   for name in ESTIMATORS:
@@ -437,12 +457,12 @@ def gradient_moments(env, env_params, config: RLConfig, params, key: jax.Array) 
   Returns:
     ``{"total_variance": [E], "mean_sq_norm": [E], "env_steps_per_batch": float}`` (numpy).
   """
-  grads, steps = jax.lax.map(lambda k: gradient_estimates(env, env_params, config, params, k),
-                             jax.random.split(key, config.num_repeats))  # [R, E, P], [R]
+  grads, steps = jax.lax.map(
+    lambda k: gradient_estimates(env, env_params, config, params, k), jax.random.split(key, config.num_repeats)
+  )  # [R, E, P], [R]
   mean = jnp.mean(grads, axis=0)
   var = jnp.sum(jnp.var(grads, axis=0, ddof=1), axis=-1)
-  return {"total_variance": var, "mean_sq_norm": jnp.sum(mean ** 2, axis=-1),
-          "env_steps_per_batch": jnp.mean(steps)}
+  return {"total_variance": var, "mean_sq_norm": jnp.sum(mean**2, axis=-1), "env_steps_per_batch": jnp.mean(steps)}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -457,6 +477,7 @@ def _hand_log_probs(policy_params, batch: Batch) -> jax.Array:
 
 def _hand_reverse_scan(x: jax.Array, decay: jax.Array) -> jax.Array:
   """``y_t = x_t + decay_t y_{t+1}`` backwards over the last axis of ``[B, T]`` arrays."""
+
   def step(carry, inputs):
     carry = inputs[0] + inputs[1] * carry
     return carry, carry
@@ -478,8 +499,14 @@ def overhead_functions(config: RLConfig) -> dict[str, Callable]:
   def sfe_reinforce(inputs, key):
     del key
     b = inputs["batch"]
-    loss = lambda pp: rl.reinforce_loss(log_probs(pp, b), b.rewards, b.mask, gamma,  # noqa: E731
-                                        baseline=LEAVE_ONE_OUT, time_discount=False)
+    loss = lambda pp: rl.reinforce_loss(
+      log_probs(pp, b),
+      b.rewards,
+      b.mask,
+      gamma,  # noqa: E731
+      baseline=LEAVE_ONE_OUT,
+      time_discount=False,
+    )
     return jax.grad(loss)(inputs["policy"])
 
   def hand_reinforce(inputs, key):
@@ -523,9 +550,14 @@ def overhead_functions(config: RLConfig) -> dict[str, Callable]:
 
     return jax.grad(loss)({"policy": inputs["policy"], "critic": inputs["critic"]})
 
-  return {"REINFORCE + leave-one-out": sfe_reinforce, "REINFORCE + leave-one-out/hand": hand_reinforce,
-          "REINFORCE + leave-one-out/hand-copy": hand_reinforce,
-          "PPO": sfe_ppo, "PPO/hand": hand_ppo, "PPO/hand-copy": hand_ppo}
+  return {
+    "REINFORCE + leave-one-out": sfe_reinforce,
+    "REINFORCE + leave-one-out/hand": hand_reinforce,
+    "REINFORCE + leave-one-out/hand-copy": hand_reinforce,
+    "PPO": sfe_ppo,
+    "PPO/hand": hand_ppo,
+    "PPO/hand-copy": hand_ppo,
+  }
 
 
 def measure_overhead(config: RLConfig, key: jax.Array) -> list[dict[str, Any]]:
@@ -533,8 +565,9 @@ def measure_overhead(config: RLConfig, key: jax.Array) -> list[dict[str, Any]]:
   env, env_params = make_env()
   k_init, k_roll, k_old = jax.random.split(key, 3)
   params = init_params(k_init, config.hidden)
-  batch = jax.jit(lambda k: rollout(env, env_params, params["policy"], k, config.overhead_batch,
-                                    config.horizon))(k_roll)
+  batch = jax.jit(lambda k: rollout(env, env_params, params["policy"], k, config.overhead_batch, config.horizon))(
+    k_roll
+  )
   # Old log-probabilities a little off the current ones, so that PPO's ratios are not all 1 (some clip).
   old = log_probs(params["policy"], batch) + 0.3 * jax.random.normal(k_old, batch.mask.shape)
   inputs = {**params, "batch": batch, "old_log_probs": old}
@@ -546,17 +579,26 @@ def measure_overhead(config: RLConfig, key: jax.Array) -> list[dict[str, Any]]:
     g_ours, g_hand = (jax.tree.leaves(t["compiled"](inputs, key)) for t in (ours, hand))
     max_diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(g_ours, g_hand))
     scale = max(float(jnp.max(jnp.abs(a))) for a in g_hand)
-    records.append({
-        "suite": SUITE, "kind": "overhead", "loss": name, "episodes": config.overhead_batch,
-        "horizon": config.horizon, "valid_steps": float(jnp.sum(batch.mask)),
-        "sfe_seconds": ours["median_seconds"], "hand_seconds": hand["median_seconds"],
+    records.append(
+      {
+        "suite": SUITE,
+        "kind": "overhead",
+        "loss": name,
+        "episodes": config.overhead_batch,
+        "horizon": config.horizon,
+        "valid_steps": float(jnp.sum(batch.mask)),
+        "sfe_seconds": ours["median_seconds"],
+        "hand_seconds": hand["median_seconds"],
         "sfe_over_hand_paired": throughput.paired_ratio(ours["times"], hand["times"]),
         # The A/A control: two copies of the same program; its distance from 1 is the measurement noise.
         "hand_copy_over_hand_paired": throughput.paired_ratio(copy["times"], hand["times"]),
-        "sfe_compile_seconds": ours["compile_seconds"], "hand_compile_seconds": hand["compile_seconds"],
-        "max_abs_diff": max_diff, "relative_diff": max_diff / max(scale, 1e-30),
+        "sfe_compile_seconds": ours["compile_seconds"],
+        "hand_compile_seconds": hand["compile_seconds"],
+        "max_abs_diff": max_diff,
+        "relative_diff": max_diff / max(scale, 1e-30),
         "repeats": len(ours["times"]),
-    })
+      }
+    )
   return records
 
 
@@ -597,8 +639,9 @@ def measure_training(config: RLConfig, method: str, run: int, key: jax.Array) ->
   opt_state = init_opt(params)
 
   def segment(params, opt_state, k):
-    (params, opt_state), (steps, returns) = jax.lax.scan(update, (params, opt_state),
-                                                         jax.random.split(k, config.eval_every))
+    (params, opt_state), (steps, returns) = jax.lax.scan(
+      update, (params, opt_state), jax.random.split(k, config.eval_every)
+    )
     return params, opt_state, jnp.sum(steps), jnp.mean(returns)
 
   def evaluate(policy_params, k):
@@ -613,8 +656,9 @@ def measure_training(config: RLConfig, method: str, run: int, key: jax.Array) ->
   env_steps, seconds, solved_at, updates = 0, 0.0, None, 0
   train_return = float("nan")
   while True:
-    mean_ret, min_ret = (float(v) for v in jax.device_get(eval_fn(params["policy"],
-                                                                  jax.random.fold_in(key_eval, len(curve)))))
+    mean_ret, min_ret = (
+      float(v) for v in jax.device_get(eval_fn(params["policy"], jax.random.fold_in(key_eval, len(curve))))
+    )
     curve.append([env_steps, mean_ret, train_return, min_ret, seconds])
     snapshots.append(params)
     if solved_at is None and mean_ret >= threshold:
@@ -625,7 +669,8 @@ def measure_training(config: RLConfig, method: str, run: int, key: jax.Array) ->
       break
     start = time.perf_counter()
     params, opt_state, steps, ret = jax.block_until_ready(
-        compiled_segment(params, opt_state, jax.random.fold_in(key_train, len(curve))))
+      compiled_segment(params, opt_state, jax.random.fold_in(key_train, len(curve)))
+    )
     seconds += time.perf_counter() - start
     env_steps += int(steps)
     updates += config.eval_every
@@ -636,26 +681,41 @@ def measure_training(config: RLConfig, method: str, run: int, key: jax.Array) ->
   variance = []
   for i in _checkpoint_indices(curve, target, config.variance_points):
     m = jax.device_get(moments(snapshots[i], jax.random.fold_in(key_var, i)))
-    entry = {"checkpoint": i, "env_steps": curve[i][0], "eval_return": curve[i][1],
-             "env_steps_per_batch": float(m["env_steps_per_batch"])}
+    entry = {
+      "checkpoint": i,
+      "env_steps": curve[i][0],
+      "eval_return": curve[i][1],
+      "env_steps_per_batch": float(m["env_steps_per_batch"]),
+    }
     for j, name in enumerate(ESTIMATORS):
       tv, ms = float(m["total_variance"][j]), float(m["mean_sq_norm"][j])
-      entry[name] = {"total_variance": tv, "mean_sq_norm": ms,
-                     "relative_variance": tv / ms if ms > 0 else float("inf")}
+      entry[name] = {"total_variance": tv, "mean_sq_norm": ms, "relative_variance": tv / ms if ms > 0 else float("inf")}
     variance.append(entry)
 
   return {
-      "suite": SUITE, "kind": "training", "env": ENV_NAME, "method": method, "run": run,
-      "horizon": config.horizon, "gamma": config.gamma, "lam": config.lam,
-      "episodes_per_update": config.ppo_batch if method == "PPO" else config.reinforce_batch,
-      "solve_return": threshold, "solved": solved_at is not None,
-      "env_steps_to_solve": None if solved_at is None else curve[solved_at][0],
-      "seconds_to_solve": None if solved_at is None else curve[solved_at][4],
-      "updates": updates, "env_steps": env_steps, "seconds": seconds,
-      "final_eval_return": curve[-1][1], "best_eval_return": max(c[1] for c in curve),
-      "curve": curve, "variance": variance, "variance_batch": config.variance_batch,
-      "num_repeats": config.num_repeats,
-      "wall_seconds": time.perf_counter() - wall_start,  # the whole cell: compilation, evaluations, variance
+    "suite": SUITE,
+    "kind": "training",
+    "env": ENV_NAME,
+    "method": method,
+    "run": run,
+    "horizon": config.horizon,
+    "gamma": config.gamma,
+    "lam": config.lam,
+    "episodes_per_update": config.ppo_batch if method == "PPO" else config.reinforce_batch,
+    "solve_return": threshold,
+    "solved": solved_at is not None,
+    "env_steps_to_solve": None if solved_at is None else curve[solved_at][0],
+    "seconds_to_solve": None if solved_at is None else curve[solved_at][4],
+    "updates": updates,
+    "env_steps": env_steps,
+    "seconds": seconds,
+    "final_eval_return": curve[-1][1],
+    "best_eval_return": max(c[1] for c in curve),
+    "curve": curve,
+    "variance": variance,
+    "variance_batch": config.variance_batch,
+    "num_repeats": config.num_repeats,
+    "wall_seconds": time.perf_counter() - wall_start,  # the whole cell: compilation, evaluations, variance
   }
 
 
@@ -675,8 +735,9 @@ def cells(config: RLConfig) -> list[tuple[str, Callable[[], list[dict[str, Any]]
   for run in range(config.runs):
     for method in _methods(config):
       cid = cell_id(method, run)
-      out.append((cid, lambda method=method, run=run, cid=cid: [
-          measure_training(config, method, run, cell_key(config, cid))]))
+      out.append(
+        (cid, lambda method=method, run=run, cid=cid: [measure_training(config, method, run, cell_key(config, cid))])
+      )
   if config.overhead_batch:
     cid = f"{SUITE}/overhead"
     out.append((cid, lambda: measure_overhead(config, cell_key(config, cid))))
@@ -714,16 +775,16 @@ def to_markdown(records: list[dict[str, Any]], config: RLConfig, env: dict[str, 
   runs = _index(records)
   threshold = solve_threshold(config)
   parts = [
-      f"# Policy gradients on gymnax {ENV_NAME}",
-      f"Policy and critic: MLPs 4 -> {config.hidden} -> {config.hidden} -> (2 | 1), tanh, Adam. gamma "
-      f"{config.gamma:g}; rollouts of {config.horizon} steps (episodes masked after they end). REINFORCE: "
-      f"{config.reinforce_batch} episodes per update, lr {config.reinforce_lr:g}; PPO: {config.ppo_batch} "
-      f"episodes per rollout, {config.ppo_epochs} epochs x {config.ppo_minibatches} minibatches, lr "
-      f"{config.ppo_lr:g}, GAE lambda {config.lam:g}, clip {config.clip_eps:g}. Evaluation every "
-      f"{config.eval_every} updates on {config.eval_episodes} fresh episodes with sampled actions. **Solved** = "
-      f"mean evaluation return >= {threshold:g}" + (" (every evaluation episode reaches the cap)"
-                                                    if threshold == config.horizon else "") +
-      f"; budget {config.max_env_steps:,} environment steps (valid steps only) per run.",
+    f"# Policy gradients on gymnax {ENV_NAME}",
+    f"Policy and critic: MLPs 4 -> {config.hidden} -> {config.hidden} -> (2 | 1), tanh, Adam. gamma "
+    f"{config.gamma:g}; rollouts of {config.horizon} steps (episodes masked after they end). REINFORCE: "
+    f"{config.reinforce_batch} episodes per update, lr {config.reinforce_lr:g}; PPO: {config.ppo_batch} "
+    f"episodes per rollout, {config.ppo_epochs} epochs x {config.ppo_minibatches} minibatches, lr "
+    f"{config.ppo_lr:g}, GAE lambda {config.lam:g}, clip {config.clip_eps:g}. Evaluation every "
+    f"{config.eval_every} updates on {config.eval_episodes} fresh episodes with sampled actions. **Solved** = "
+    f"mean evaluation return >= {threshold:g}"
+    + (" (every evaluation episode reaches the cap)" if threshold == config.horizon else "")
+    + f"; budget {config.max_env_steps:,} environment steps (valid steps only) per run.",
   ]
   if env:
     try:
@@ -735,17 +796,41 @@ def to_markdown(records: list[dict[str, Any]], config: RLConfig, env: dict[str, 
     if r is None:
       rows.append([method, run] + ["not run"] * 8)
       continue
-    rows.append([method, run, "yes" if r.get("solved") else "no", r.get("env_steps_to_solve"),
-                 report.number(r.get("seconds_to_solve")), r.get("updates"), r.get("env_steps"),
-                 report.number(r.get("best_eval_return")), report.number(r.get("final_eval_return")),
-                 report.number(r.get("wall_seconds"))])
-  parts += ["## Solved?",
-            report.markdown_table(["method", "run", "solved", "env steps to solve", "training seconds to solve",
-                                   "updates", "env steps (total)", "best eval return", "final eval return",
-                                   "cell wall seconds"], rows),
-            "Training seconds: the jitted updates only (compilation and evaluations excluded); cell wall seconds: "
-            "the whole cell (compilation, evaluations and the variance measurement included). Training stops "
-            f"{config.after_solve} evaluation(s) after the first solved one."]
+    rows.append(
+      [
+        method,
+        run,
+        "yes" if r.get("solved") else "no",
+        r.get("env_steps_to_solve"),
+        report.number(r.get("seconds_to_solve")),
+        r.get("updates"),
+        r.get("env_steps"),
+        report.number(r.get("best_eval_return")),
+        report.number(r.get("final_eval_return")),
+        report.number(r.get("wall_seconds")),
+      ]
+    )
+  parts += [
+    "## Solved?",
+    report.markdown_table(
+      [
+        "method",
+        "run",
+        "solved",
+        "env steps to solve",
+        "training seconds to solve",
+        "updates",
+        "env steps (total)",
+        "best eval return",
+        "final eval return",
+        "cell wall seconds",
+      ],
+      rows,
+    ),
+    "Training seconds: the jitted updates only (compilation and evaluations excluded); cell wall seconds: "
+    "the whole cell (compilation, evaluations and the variance measurement included). Training stops "
+    f"{config.after_solve} evaluation(s) after the first solved one.",
+  ]
   if config.overhead_batch:
     overhead = {r.get("loss"): r for r in records if r.get("suite", SUITE) == SUITE and r.get("kind") == "overhead"}
     rows = []
@@ -755,18 +840,29 @@ def to_markdown(records: list[dict[str, Any]], config: RLConfig, env: dict[str, 
         rows.append([name] + ["not run"] * 6)
         continue
       ratio = report.number(r.get("sfe_over_hand_paired"))
-      rows.append([name, 1e3 * report.number(r.get("sfe_seconds")), 1e3 * report.number(r.get("hand_seconds")),
-                   ratio, throughput.verdict(ratio, throughput.OVERHEAD_TARGET),
-                   report.number(r.get("hand_copy_over_hand_paired")), report.number(r.get("relative_diff"))])
-    parts += ["## Overhead against hand-written JAX",
-              f"The gradient of one update's loss on a batch of {config.overhead_batch} episodes x "
-              f"{config.horizon} steps, jitted: `sfe_jax.rl` (policy log-probabilities through "
-              "`distrax.Categorical`) against the same maths written by hand (`log_softmax`, own scans), timed "
-              f"in random interleaved order ({config.overhead_repeats} calls each, median). Ratio: the median of "
-              f"the paired per-round ratios (target <= {throughput.OVERHEAD_TARGET}); A/A: two copies of the "
-              "hand-written program, the measurement noise; difference: max |g_sfe - g_hand| / max |g_hand|.",
-              report.markdown_table(["loss", "sfe_jax ms", "hand-written ms", "sfe / hand", "target",
-                                     "A/A", "difference"], rows)]
+      rows.append(
+        [
+          name,
+          1e3 * report.number(r.get("sfe_seconds")),
+          1e3 * report.number(r.get("hand_seconds")),
+          ratio,
+          throughput.verdict(ratio, throughput.OVERHEAD_TARGET),
+          report.number(r.get("hand_copy_over_hand_paired")),
+          report.number(r.get("relative_diff")),
+        ]
+      )
+    parts += [
+      "## Overhead against hand-written JAX",
+      f"The gradient of one update's loss on a batch of {config.overhead_batch} episodes x "
+      f"{config.horizon} steps, jitted: `sfe_jax.rl` (policy log-probabilities through "
+      "`distrax.Categorical`) against the same maths written by hand (`log_softmax`, own scans), timed "
+      f"in random interleaved order ({config.overhead_repeats} calls each, median). Ratio: the median of "
+      f"the paired per-round ratios (target <= {throughput.OVERHEAD_TARGET}); A/A: two copies of the "
+      "hand-written program, the measurement noise; difference: max |g_sfe - g_hand| / max |g_hand|.",
+      report.markdown_table(
+        ["loss", "sfe_jax ms", "hand-written ms", "sfe / hand", "target", "A/A", "difference"], rows
+      ),
+    ]
   rows = []
   for method, run, r in _each_run(config, runs, skip_missing=True):
     curve = r.get("curve") or []
@@ -774,32 +870,45 @@ def to_markdown(records: list[dict[str, Any]], config: RLConfig, env: dict[str, 
     pts = [(s, v) for s, v in pts if s is not None and v is not None]
     firsts = [next((s for s, v in pts if v >= level), None) for level in (100, 200, 300, 400, threshold)]
     rows.append([method, run, len(curve)] + firsts)
-  parts += ["## Learning curves",
-            "Environment steps at the first evaluation whose mean return reaches each level (— : never); the "
-            "full curves are in rl.json / rl.png.",
-            report.markdown_table(["method", "run", "points", "return 100", "200", "300", "400",
-                                   f"{threshold:g}"], rows)]
+  parts += [
+    "## Learning curves",
+    "Environment steps at the first evaluation whose mean return reaches each level (— : never); the "
+    "full curves are in rl.json / rl.png.",
+    report.markdown_table(["method", "run", "points", "return 100", "200", "300", "400", f"{threshold:g}"], rows),
+  ]
   rows = []
   for method, run, r in _each_run(config, runs, skip_missing=True):
     checkpoints = r.get("variance") or []
     for i, c in enumerate(checkpoints):
       for name in ESTIMATORS:
         e = c.get(name) or {}
-        rows.append([method, run, _checkpoint_label(i, c),
-                     report.number(c.get("eval_return")), name, report.number(e.get("total_variance")),
-                     report.number(e.get("mean_sq_norm")), report.number(e.get("relative_variance"))])
-  parts += ["## Gradient variance at fixed parameters",
-            f"{config.num_repeats} independent batches of {config.variance_batch} episodes at the parameters of "
-            "each checkpoint (the initial policy, then the checkpoints nearest to "
-            + ", ".join(f"{p:.2g}" for p in config.variance_points if p > 0) +
-            " of the way to solved); per estimator: tr Cov = sum over the policy parameters of the variance of "
-            "the gradient estimate of one batch, |E g|^2 = squared norm of the mean over the batches, and their "
-            "ratio (scale-free). The REINFORCE rows (reward-to-go, time_discount=False) share one expectation; "
-            "actor-critic (GAE lambda, bootstrapped) and "
-            "PPO are biased unless the critic is exact; PPO's first-step gradient is the actor-critic one times "
-            "B / (valid steps).",
-            report.markdown_table(["method", "run", "checkpoint", "eval return", "estimator", "tr Cov", "|E g|^2",
-                                   "tr Cov / |E g|^2"], rows)]
+        rows.append(
+          [
+            method,
+            run,
+            _checkpoint_label(i, c),
+            report.number(c.get("eval_return")),
+            name,
+            report.number(e.get("total_variance")),
+            report.number(e.get("mean_sq_norm")),
+            report.number(e.get("relative_variance")),
+          ]
+        )
+  parts += [
+    "## Gradient variance at fixed parameters",
+    f"{config.num_repeats} independent batches of {config.variance_batch} episodes at the parameters of "
+    "each checkpoint (the initial policy, then the checkpoints nearest to "
+    + ", ".join(f"{p:.2g}" for p in config.variance_points if p > 0)
+    + " of the way to solved); per estimator: tr Cov = sum over the policy parameters of the variance of "
+    "the gradient estimate of one batch, |E g|^2 = squared norm of the mean over the batches, and their "
+    "ratio (scale-free). The REINFORCE rows (reward-to-go, time_discount=False) share one expectation; "
+    "actor-critic (GAE lambda, bootstrapped) and "
+    "PPO are biased unless the critic is exact; PPO's first-step gradient is the actor-critic one times "
+    "B / (valid steps).",
+    report.markdown_table(
+      ["method", "run", "checkpoint", "eval return", "estimator", "tr Cov", "|E g|^2", "tr Cov / |E g|^2"], rows
+    ),
+  ]
   return "\n\n".join(parts) + "\n"
 
 
@@ -850,8 +959,12 @@ def plot(records: list[dict[str, Any]], config: RLConfig, out_dir: str) -> list[
         vals = [report.number((c.get(name) or {}).get("relative_variance")) for name in ESTIMATORS]
         vals = [np.nan if v is None or not 0 < v < math.inf else v for v in vals]
         eval_return = report.number(c.get("eval_return"))
-        ax.bar(np.arange(len(ESTIMATORS)) + (i - (len(checkpoints) - 1) / 2) * width, vals, width,
-               label=_checkpoint_label(i, c) + ("" if eval_return is None else f", return {eval_return:.0f}"))
+        ax.bar(
+          np.arange(len(ESTIMATORS)) + (i - (len(checkpoints) - 1) / 2) * width,
+          vals,
+          width,
+          label=_checkpoint_label(i, c) + ("" if eval_return is None else f", return {eval_return:.0f}"),
+        )
       ax.set_yscale("log")
       ax.set_xticks(np.arange(len(ESTIMATORS)))
       ax.set_xticklabels(ESTIMATORS, rotation=35, ha="right", fontsize=7)

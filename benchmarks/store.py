@@ -21,7 +21,8 @@ import datetime
 import json
 import os
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import jax
 
@@ -31,8 +32,12 @@ from benchmarks import report
 def common_fields(seed: int) -> dict[str, Any]:
   """What every record says about where and how it was measured."""
   device = jax.devices()[0]
-  return {"device": f"{device.platform}:{device.device_kind}", "platform": device.platform,
-          "jax_version": jax.__version__, "seed": seed}
+  return {
+    "device": f"{device.platform}:{device.device_kind}",
+    "platform": device.platform,
+    "jax_version": jax.__version__,
+    "seed": seed,
+  }
 
 
 class Store:
@@ -66,8 +71,7 @@ class Store:
         if not isinstance(record, dict) or "cell" not in record:
           raise ValueError
       except ValueError:
-        log(f"note: {self.path}: dropping an incomplete last line (an interrupted write); its cell will be "
-            "run again.")
+        log(f"note: {self.path}: dropping an incomplete last line (an interrupted write); its cell will be run again.")
         with open(self.path, "r+b") as fh:
           fh.truncate(len(data) - len(tail))
       else:  # A complete record that only lacks its newline.
@@ -80,11 +84,11 @@ class Store:
       record = json.loads(line)
     except ValueError as e:
       raise ValueError(
-          f"{self.path}, line {number}: not a JSON record ({e}): {line[:80]!r}. The results file is damaged; "
-          "delete that line (its cell will be run again) or the whole file.") from e
+        f"{self.path}, line {number}: not a JSON record ({e}): {line[:80]!r}. The results file is damaged; "
+        "delete that line (its cell will be run again) or the whole file."
+      ) from e
     if not isinstance(record, dict) or "cell" not in record:
-      raise ValueError(
-          f"{self.path}, line {number}: expected a JSON object with a 'cell' field; got {line[:80]!r}.")
+      raise ValueError(f"{self.path}, line {number}: expected a JSON object with a 'cell' field; got {line[:80]!r}.")
     return record
 
   def _add_parsed(self, record: dict[str, Any]) -> None:
@@ -100,7 +104,7 @@ class Store:
 
   def add(self, cell: str, records: Iterable[dict[str, Any]], common: dict[str, Any]) -> list[dict[str, Any]]:
     """Appends the records of a finished cell, with ``cell``, ``common`` fields and a timestamp, in one write."""
-    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     full = [{"cell": cell, **common, **record, "written": stamp} for record in records]
     full = [report.plain(r) for r in full]
     if self.path is None:
@@ -128,7 +132,6 @@ def progress(total: int, description: str):
 
 
 class _NoBar:
-
   def update(self, n: int = 1) -> None:
     del n
 
@@ -139,8 +142,13 @@ class _NoBar:
     pass
 
 
-def run_cells(store: Store, cells: list[tuple[str, Callable[[], list[dict[str, Any]]]]], common: dict[str, Any],
-              description: str, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def run_cells(
+  store: Store,
+  cells: list[tuple[str, Callable[[], list[dict[str, Any]]]]],
+  common: dict[str, Any],
+  description: str,
+  log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
   """Runs the cells that ``store`` does not have yet, storing each as it finishes; returns all their records.
 
   Args:
@@ -170,10 +178,16 @@ def run_cells(store: Store, cells: list[tuple[str, Callable[[], list[dict[str, A
   return [r for r in store.records if r["cell"] in wanted]
 
 
-def run_suite(name: str, config: Any, cells: list[tuple[str, Callable[[], list[dict[str, Any]]]]],
-              to_markdown: Callable[[list[dict[str, Any]], Any, dict[str, Any]], str],
-              plot: Callable[[list[dict[str, Any]], Any, str], list[str]] | None, out_dir: str | None,
-              log: Callable[[str], None] = print, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_suite(
+  name: str,
+  config: Any,
+  cells: list[tuple[str, Callable[[], list[dict[str, Any]]]]],
+  to_markdown: Callable[[list[dict[str, Any]], Any, dict[str, Any]], str],
+  plot: Callable[[list[dict[str, Any]], Any, str], list[str]] | None,
+  out_dir: str | None,
+  log: Callable[[str], None] = print,
+  meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
   """Runs (or resumes) a suite through ``<out_dir>/<name>.jsonl`` and writes its reports from the records.
 
   The Markdown, CSV and JSON reports and the PNG plots are rebuilt from every record of the suite's cells, so
@@ -197,8 +211,13 @@ def run_suite(name: str, config: Any, cells: list[tuple[str, Callable[[], list[d
   start = time.perf_counter()
   records = run_cells(store, cells, common_fields(config.seed), name, log)
   markdown = to_markdown(records, config, env)
-  meta = {"suite": name, "environment": env, "seconds": time.perf_counter() - start,
-          "config": dataclasses.asdict(config), **(meta or {})}
+  meta = {
+    "suite": name,
+    "environment": env,
+    "seconds": time.perf_counter() - start,
+    "config": dataclasses.asdict(config),
+    **(meta or {}),
+  }
   paths: dict[str, Any] = {}
   if out_dir:
     paths = report.write_outputs(out_dir, name, markdown=markdown, records=records, meta=meta)

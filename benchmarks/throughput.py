@@ -30,7 +30,8 @@ import functools
 import math
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import distrax
 import jax
@@ -38,19 +39,42 @@ import jax.numpy as jnp
 import numpy as np
 
 import sfe_jax as sfe
-from benchmarks import report
-from benchmarks import store
+from benchmarks import report, store
 
 sg = jax.lax.stop_gradient
-ESTIMATORS = ("score_function", "score_function_loo", "pathwise", "measure_valued", "iwae", "dreg", "vimco",
-              "arm", "disarm", "gumbel_softmax", "straight_through", "rebar", "relax")
+ESTIMATORS = (
+  "score_function",
+  "score_function_loo",
+  "pathwise",
+  "measure_valued",
+  "iwae",
+  "dreg",
+  "vimco",
+  "arm",
+  "disarm",
+  "gumbel_softmax",
+  "straight_through",
+  "rebar",
+  "relax",
+)
 # Not timed: sfe.enumerate() is exact, not Monte Carlo (its cost is the support size), and sfe.unordered_set()
 # draws at most 16 distinct values from a support of at most 2**16, outside this sweep's sizes.
 # The problem each estimator is timed on: a diagonal Gaussian, or D independent Bernoulli bits.
-FAMILY = {"score_function": "normal", "score_function_loo": "normal", "pathwise": "normal",
-          "measure_valued": "normal", "iwae": "normal", "dreg": "normal", "vimco": "normal", "arm": "bernoulli",
-          "disarm": "bernoulli", "gumbel_softmax": "bernoulli", "straight_through": "bernoulli",
-          "rebar": "bernoulli", "relax": "bernoulli"}
+FAMILY = {
+  "score_function": "normal",
+  "score_function_loo": "normal",
+  "pathwise": "normal",
+  "measure_valued": "normal",
+  "iwae": "normal",
+  "dreg": "normal",
+  "vimco": "normal",
+  "arm": "bernoulli",
+  "disarm": "bernoulli",
+  "gumbel_softmax": "bernoulli",
+  "straight_through": "bernoulli",
+  "rebar": "bernoulli",
+  "relax": "bernoulli",
+}
 # Estimators with a hand-written JAX version in this file (the others are compared with the forward pass only).
 HAND_WRITTEN = ("score_function", "pathwise", "arm", "disarm", "gumbel_softmax", "straight_through")
 # Evaluations of f per sample (num_samples counts samples; measure-valued: 2 per parameter coordinate).
@@ -90,10 +114,17 @@ class ThroughputConfig:
 
 
 PRESETS = {
-    "quick": ThroughputConfig(dims=(100,), sample_sizes=(1_000, 10_000, 100_000), repeats=20, warmup=3,
-                              min_seconds=0.5, max_elements=50_000_000),
-    "full": ThroughputConfig(dims=(1, 10, 100, 1_000, 10_000), sample_sizes=(100, 1_000, 10_000, 100_000, 1_000_000),
-                             repeats=200, warmup=10, min_seconds=5.0, max_elements=100_000_000),
+  "quick": ThroughputConfig(
+    dims=(100,), sample_sizes=(1_000, 10_000, 100_000), repeats=20, warmup=3, min_seconds=0.5, max_elements=50_000_000
+  ),
+  "full": ThroughputConfig(
+    dims=(1, 10, 100, 1_000, 10_000),
+    sample_sizes=(100, 1_000, 10_000, 100_000, 1_000_000),
+    repeats=200,
+    warmup=10,
+    min_seconds=5.0,
+    max_elements=100_000_000,
+  ),
 }
 
 
@@ -125,14 +156,21 @@ def _relax_control(cp, z):
 
 
 def _build_estimator(name: str) -> sfe.Estimator:
-  builders = {"score_function": sfe.score_function,
-              "score_function_loo": lambda: sfe.score_function(sfe.baselines.leave_one_out()),
-              "pathwise": sfe.pathwise, "iwae": sfe.objectives.iwae, "dreg": sfe.objectives.dreg,
-              "vimco": sfe.objectives.vimco,
-              "measure_valued": sfe.measure_valued, "arm": sfe.arm, "disarm": sfe.disarm,
-              "gumbel_softmax": lambda: sfe.gumbel_softmax(GUMBEL_TEMPERATURE),
-              "straight_through": sfe.straight_through, "rebar": sfe.rebar,
-              "relax": lambda: sfe.relax(_relax_control, {"w": jnp.float32(0.1), "b": jnp.float32(0.0)})}
+  builders = {
+    "score_function": sfe.score_function,
+    "score_function_loo": lambda: sfe.score_function(sfe.baselines.leave_one_out()),
+    "pathwise": sfe.pathwise,
+    "iwae": sfe.objectives.iwae,
+    "dreg": sfe.objectives.dreg,
+    "vimco": sfe.objectives.vimco,
+    "measure_valued": sfe.measure_valued,
+    "arm": sfe.arm,
+    "disarm": sfe.disarm,
+    "gumbel_softmax": lambda: sfe.gumbel_softmax(GUMBEL_TEMPERATURE),
+    "straight_through": sfe.straight_through,
+    "rebar": sfe.rebar,
+    "relax": lambda: sfe.relax(_relax_control, {"w": jnp.float32(0.1), "b": jnp.float32(0.0)}),
+  }
   if name not in builders:
     raise ValueError(f"unknown estimator {name!r}; expected one of {ESTIMATORS}.")
   return builders[name]()
@@ -213,11 +251,14 @@ def hand_function(name: str, num_samples: int) -> Callable:
     hard = (u < sg(probs)).astype(logits.dtype)
     return jnp.mean(bits_cost(hard + (probs - sg(probs))))
 
-  surrogate = {"score_function": score_function_surrogate, "pathwise": pathwise_surrogate,
-               "straight_through": straight_through_surrogate,
-               "arm": functools.partial(antithetic_surrogate, disarm=False),
-               "disarm": functools.partial(antithetic_surrogate, disarm=True),
-               "gumbel_softmax": gumbel_surrogate}[name]
+  surrogate = {
+    "score_function": score_function_surrogate,
+    "pathwise": pathwise_surrogate,
+    "straight_through": straight_through_surrogate,
+    "arm": functools.partial(antithetic_surrogate, disarm=False),
+    "disarm": functools.partial(antithetic_surrogate, disarm=True),
+    "gumbel_softmax": gumbel_surrogate,
+  }[name]
   return jax.value_and_grad(surrogate)
 
 
@@ -259,12 +300,23 @@ def _cost_analysis(compiled) -> dict[str, Any]:
   if isinstance(analysis, (list, tuple)):
     analysis = analysis[0] if analysis else {}
   analysis = analysis or {}
-  return {"flops": analysis.get("flops"), "bytes_accessed": analysis.get("bytes accessed"),
-          "hlo_instructions": instructions}
+  return {
+    "flops": analysis.get("flops"),
+    "bytes_accessed": analysis.get("bytes accessed"),
+    "hlo_instructions": instructions,
+  }
 
 
-def time_interleaved(functions: dict[str, Callable], params: Any, key: jax.Array, *, repeats: int, warmup: int,
-                     min_seconds: float = 0.0, max_repeats: int = 1_000) -> dict[str, dict[str, Any]]:
+def time_interleaved(
+  functions: dict[str, Callable],
+  params: Any,
+  key: jax.Array,
+  *,
+  repeats: int,
+  warmup: int,
+  min_seconds: float = 0.0,
+  max_repeats: int = 1_000,
+) -> dict[str, dict[str, Any]]:
   """Compiles each function, then times them round-robin.
 
   Returns:
@@ -276,8 +328,12 @@ def time_interleaved(functions: dict[str, Callable], params: Any, key: jax.Array
   for name, fn in functions.items():
     start = time.perf_counter()
     compiled[name] = jax.jit(fn).lower(params, key).compile()
-    results[name] = {"compile_seconds": time.perf_counter() - start, "times": [], "compiled": compiled[name],
-                     **_cost_analysis(compiled[name])}
+    results[name] = {
+      "compile_seconds": time.perf_counter() - start,
+      "times": [],
+      "compiled": compiled[name],
+      **_cost_analysis(compiled[name]),
+    }
   names = list(compiled)
   warmup_keys = jax.block_until_ready(list(jax.random.split(jax.random.fold_in(key, 1), max(warmup, 1))))
   slowest = 0.0
@@ -323,8 +379,7 @@ def measure_size(config: ThroughputConfig, dim: int, n: int) -> list[dict[str, A
   return records
 
 
-def _measure_family(config: ThroughputConfig, family: str, names: list[str], dim: int,
-                    n: int) -> list[dict[str, Any]]:
+def _measure_family(config: ThroughputConfig, family: str, names: list[str], dim: int, n: int) -> list[dict[str, Any]]:
   params = initial_params(family, dim)
   key = jax.random.key(config.seed)
   records = []
@@ -334,67 +389,106 @@ def _measure_family(config: ThroughputConfig, family: str, names: list[str], dim
     if name in HAND_WRITTEN:
       functions[f"{name}/hand"] = hand_function(name, n)
       functions[f"{name}/hand-copy"] = hand_function(name, n)
-  timings = time_interleaved(functions, params, jax.random.fold_in(key, n), repeats=config.repeats,
-                             warmup=config.warmup, min_seconds=config.min_seconds,
-                             max_repeats=config.max_repeats)
+  timings = time_interleaved(
+    functions,
+    params,
+    jax.random.fold_in(key, n),
+    repeats=config.repeats,
+    warmup=config.warmup,
+    min_seconds=config.min_seconds,
+    max_repeats=config.max_repeats,
+  )
   fwd = timings["forward"]
   for name in names:
     ours = timings[f"{name}/sfe"]
     record = {
-        "estimator": name, "family": family, "num_samples": n, "dim": dim,
-        "sfe_seconds": ours["median_seconds"], "forward_seconds": fwd["median_seconds"],
-        "sfe_over_forward": ours["median_seconds"] / fwd["median_seconds"],
-        # Medians of the per-round ratios (the runs of one round are back to back) and ratios of the fastest
-        # runs: both less sensitive than the ratio of medians to other processes competing for the machine.
-        "sfe_over_forward_paired": paired_ratio(ours["times"], fwd["times"]),
-        "sfe_over_forward_min": ours["min_seconds"] / fwd["min_seconds"],
-        "sfe_min_seconds": ours["min_seconds"], "forward_min_seconds": fwd["min_seconds"],
-        "sfe_compile_seconds": ours["compile_seconds"], "sfe_flops": ours["flops"],
-        "forward_flops": fwd["flops"], "sfe_bytes": ours["bytes_accessed"], "forward_bytes": fwd["bytes_accessed"],
-        "sfe_hlo_instructions": ours["hlo_instructions"], "repeats": len(ours["times"]),
-        "estimates_per_second": 1.0 / ours["median_seconds"],
-        "samples_per_second": n / ours["median_seconds"],
-        "evaluations_per_sample": EVALUATIONS_PER_SAMPLE.get(name, 1),
+      "estimator": name,
+      "family": family,
+      "num_samples": n,
+      "dim": dim,
+      "sfe_seconds": ours["median_seconds"],
+      "forward_seconds": fwd["median_seconds"],
+      "sfe_over_forward": ours["median_seconds"] / fwd["median_seconds"],
+      # Medians of the per-round ratios (the runs of one round are back to back) and ratios of the fastest
+      # runs: both less sensitive than the ratio of medians to other processes competing for the machine.
+      "sfe_over_forward_paired": paired_ratio(ours["times"], fwd["times"]),
+      "sfe_over_forward_min": ours["min_seconds"] / fwd["min_seconds"],
+      "sfe_min_seconds": ours["min_seconds"],
+      "forward_min_seconds": fwd["min_seconds"],
+      "sfe_compile_seconds": ours["compile_seconds"],
+      "sfe_flops": ours["flops"],
+      "forward_flops": fwd["flops"],
+      "sfe_bytes": ours["bytes_accessed"],
+      "forward_bytes": fwd["bytes_accessed"],
+      "sfe_hlo_instructions": ours["hlo_instructions"],
+      "repeats": len(ours["times"]),
+      "estimates_per_second": 1.0 / ours["median_seconds"],
+      "samples_per_second": n / ours["median_seconds"],
+      "evaluations_per_sample": EVALUATIONS_PER_SAMPLE.get(name, 1),
     }
     record.update(_hand_fields(name, timings, ours, params, key))
     records.append(record)
   return records
 
 
-def _hand_fields(name: str, timings: dict[str, Any], ours: dict[str, Any], params: Any,
-                 key: jax.Array) -> dict[str, Any]:
+def _hand_fields(
+  name: str, timings: dict[str, Any], ours: dict[str, Any], params: Any, key: jax.Array
+) -> dict[str, Any]:
   """The comparison with the hand-written version; ``None`` fields for estimators that have none."""
-  fields = ("hand_seconds", "sfe_over_hand", "hand_over_forward", "sfe_over_hand_paired", "sfe_over_hand_min",
-            "hand_copy_over_hand_paired", "hand_min_seconds", "hand_compile_seconds", "hand_flops",
-            "hand_bytes", "hand_hlo_instructions", "max_abs_diff_sfe_hand", "relative_diff_sfe_hand")
+  fields = (
+    "hand_seconds",
+    "sfe_over_hand",
+    "hand_over_forward",
+    "sfe_over_hand_paired",
+    "sfe_over_hand_min",
+    "hand_copy_over_hand_paired",
+    "hand_min_seconds",
+    "hand_compile_seconds",
+    "hand_flops",
+    "hand_bytes",
+    "hand_hlo_instructions",
+    "max_abs_diff_sfe_hand",
+    "relative_diff_sfe_hand",
+  )
   if name not in HAND_WRITTEN:
     return dict.fromkeys(fields)
   hand, fwd = timings[f"{name}/hand"], timings["forward"]
   v_sfe, g_sfe = ours["compiled"](params, key)
   v_hand, g_hand = hand["compiled"](params, key)
-  max_diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in
-                 zip(jax.tree.leaves((v_sfe, g_sfe)), jax.tree.leaves((v_hand, g_hand))))
+  max_diff = max(
+    float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves((v_sfe, g_sfe)), jax.tree.leaves((v_hand, g_hand)))
+  )
   scale = max(float(jnp.max(jnp.abs(a))) for a in jax.tree.leaves((v_hand, g_hand)))
   return {
-      "hand_seconds": hand["median_seconds"], "sfe_over_hand": ours["median_seconds"] / hand["median_seconds"],
-      "hand_over_forward": hand["median_seconds"] / fwd["median_seconds"],
-      "sfe_over_hand_paired": paired_ratio(ours["times"], hand["times"]),
-      "sfe_over_hand_min": ours["min_seconds"] / hand["min_seconds"],
-      # The A/A control: two copies of the same program; how far this is from 1 is the measurement noise.
-      "hand_copy_over_hand_paired": paired_ratio(timings[f"{name}/hand-copy"]["times"], hand["times"]),
-      "hand_min_seconds": hand["min_seconds"], "hand_compile_seconds": hand["compile_seconds"],
-      "hand_flops": hand["flops"], "hand_bytes": hand["bytes_accessed"],
-      "hand_hlo_instructions": hand["hlo_instructions"],
-      "max_abs_diff_sfe_hand": max_diff, "relative_diff_sfe_hand": max_diff / max(scale, 1e-30),
+    "hand_seconds": hand["median_seconds"],
+    "sfe_over_hand": ours["median_seconds"] / hand["median_seconds"],
+    "hand_over_forward": hand["median_seconds"] / fwd["median_seconds"],
+    "sfe_over_hand_paired": paired_ratio(ours["times"], hand["times"]),
+    "sfe_over_hand_min": ours["min_seconds"] / hand["min_seconds"],
+    # The A/A control: two copies of the same program; how far this is from 1 is the measurement noise.
+    "hand_copy_over_hand_paired": paired_ratio(timings[f"{name}/hand-copy"]["times"], hand["times"]),
+    "hand_min_seconds": hand["min_seconds"],
+    "hand_compile_seconds": hand["compile_seconds"],
+    "hand_flops": hand["flops"],
+    "hand_bytes": hand["bytes_accessed"],
+    "hand_hlo_instructions": hand["hlo_instructions"],
+    "max_abs_diff_sfe_hand": max_diff,
+    "relative_diff_sfe_hand": max_diff / max(scale, 1e-30),
   }
 
 
 def cells(config: ThroughputConfig) -> list[tuple[str, Callable[[], list[dict[str, Any]]]]]:
   """One cell per ``num_samples``: all variants of one size are timed together (interleaved)."""
   report.check_subset(config.estimators, ESTIMATORS, "estimators")
-  return [(f"throughput/D={d}/N={n}/{'+'.join(config.estimators)}/repeats={config.repeats}",
-           functools.partial(measure_size, config, d, n))
-          for d in config.dims for n in config.sample_sizes if d * n <= config.max_elements]
+  return [
+    (
+      f"throughput/D={d}/N={n}/{'+'.join(config.estimators)}/repeats={config.repeats}",
+      functools.partial(measure_size, config, d, n),
+    )
+    for d in config.dims
+    for n in config.sample_sizes
+    if d * n <= config.max_elements
+  ]
 
 
 def plot(records: list[dict[str, Any]], config: ThroughputConfig, out_dir: str) -> list[str]:
@@ -406,14 +500,17 @@ def plot(records: list[dict[str, Any]], config: ThroughputConfig, out_dir: str) 
   for ax, name in zip(axes[0], names):
     dims = sorted({int(r["dim"]) for r in records if r["estimator"] == name})
     for i, dim in enumerate(dims):
-      rows = sorted((r for r in records if r["estimator"] == name and int(r["dim"]) == dim),
-                    key=lambda r: r["num_samples"])
+      rows = sorted(
+        (r for r in records if r["estimator"] == name and int(r["dim"]) == dim), key=lambda r: r["num_samples"]
+      )
       ns = [r["num_samples"] for r in rows]
-      for j, (field, label) in enumerate((("sfe_seconds", "sfe_jax"), ("hand_seconds", "hand-written JAX"),
-                                          ("forward_seconds", "forward estimate only"))):
+      for j, (field, label) in enumerate(
+        (("sfe_seconds", "sfe_jax"), ("hand_seconds", "hand-written JAX"), ("forward_seconds", "forward estimate only"))
+      ):
         if all(r.get(field) is not None for r in rows):
-          ax.plot(ns, [float(r[field]) for r in rows], "o" + styles[i % len(styles)], color=f"C{j}",
-                  label=f"{label}, D={dim}")
+          ax.plot(
+            ns, [float(r[field]) for r in rows], "o" + styles[i % len(styles)], color=f"C{j}", label=f"{label}, D={dim}"
+          )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("num_samples")
@@ -431,8 +528,16 @@ def run(config: ThroughputConfig, out_dir: str | None = None, log: Callable[[str
   Returns:
     ``{"records": [...], "markdown": str, "meta": {...}, "paths": {...}}``.
   """
-  return store.run_suite("throughput", config, cells(config), to_markdown, plot, out_dir, log,
-                         meta={"targets": {"sfe_over_hand": OVERHEAD_TARGET, "sfe_over_forward": GRADIENT_TARGET}})
+  return store.run_suite(
+    "throughput",
+    config,
+    cells(config),
+    to_markdown,
+    plot,
+    out_dir,
+    log,
+    meta={"targets": {"sfe_over_hand": OVERHEAD_TARGET, "sfe_over_forward": GRADIENT_TARGET}},
+  )
 
 
 def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
@@ -454,31 +559,67 @@ def _round(value: float | None, digits: int) -> float | None:
 
 
 def to_markdown(records: list[dict[str, Any]], config: ThroughputConfig, env: dict[str, Any]) -> str:
-  columns = ["estimator", "D", "N", "runs", "sfe (ms)", "hand-written (ms)", "forward (ms)", "sfe / hand", "",
-             "sfe / forward", "", "hand / forward", "sfe / hand (paired)", "A/A: hand copy / hand (paired)",
-             "sfe / forward (paired)",
-             "flops sfe / hand", "bytes sfe / hand", "HLO instr. sfe / hand", "max rel. diff sfe vs hand"]
+  columns = [
+    "estimator",
+    "D",
+    "N",
+    "runs",
+    "sfe (ms)",
+    "hand-written (ms)",
+    "forward (ms)",
+    "sfe / hand",
+    "",
+    "sfe / forward",
+    "",
+    "hand / forward",
+    "sfe / hand (paired)",
+    "A/A: hand copy / hand (paired)",
+    "sfe / forward (paired)",
+    "flops sfe / hand",
+    "bytes sfe / hand",
+    "HLO instr. sfe / hand",
+    "max rel. diff sfe vs hand",
+  ]
 
   def ratio(a, b):
     return None if a is None or b in (None, 0) else a / b
 
-  rows = [[r["estimator"], r["dim"], r["num_samples"], r["repeats"], r["sfe_seconds"] * 1e3, _ms(r["hand_seconds"]),
-           r["forward_seconds"] * 1e3, _round(r["sfe_over_hand"], 3), verdict(r["sfe_over_hand"], OVERHEAD_TARGET),
-           _round(r["sfe_over_forward"], 2), verdict(r["sfe_over_forward"], GRADIENT_TARGET),
-           _round(r["hand_over_forward"], 2), _round(r["sfe_over_hand_paired"], 3),
-           _round(r["hand_copy_over_hand_paired"], 3), _round(r["sfe_over_forward_paired"], 2),
-           ratio(r["sfe_flops"], r["hand_flops"]), ratio(r["sfe_bytes"], r["hand_bytes"]),
-           f"{r['sfe_hlo_instructions']} / {r['hand_hlo_instructions'] or '—'}", r["relative_diff_sfe_hand"]]
-          for r in records]
-  return "\n\n".join([
+  rows = [
+    [
+      r["estimator"],
+      r["dim"],
+      r["num_samples"],
+      r["repeats"],
+      r["sfe_seconds"] * 1e3,
+      _ms(r["hand_seconds"]),
+      r["forward_seconds"] * 1e3,
+      _round(r["sfe_over_hand"], 3),
+      verdict(r["sfe_over_hand"], OVERHEAD_TARGET),
+      _round(r["sfe_over_forward"], 2),
+      verdict(r["sfe_over_forward"], GRADIENT_TARGET),
+      _round(r["hand_over_forward"], 2),
+      _round(r["sfe_over_hand_paired"], 3),
+      _round(r["hand_copy_over_hand_paired"], 3),
+      _round(r["sfe_over_forward_paired"], 2),
+      ratio(r["sfe_flops"], r["hand_flops"]),
+      ratio(r["sfe_bytes"], r["hand_bytes"]),
+      f"{r['sfe_hlo_instructions']} / {r['hand_hlo_instructions'] or '—'}",
+      r["relative_diff_sfe_hand"],
+    ]
+    for r in records
+  ]
+  return "\n\n".join(
+    [
       "# Throughput benchmark: sfe_jax against hand-written JAX and the forward pass",
       "`sfe.value_and_grad` on `distrax.Normal(loc, scale)` with D variables and f(x) = sum((x - 0.5)^2) "
       "(score_function, score_function_loo with the leave-one-out baseline, pathwise, measure_valued; iwae, dreg "
-      "and vimco take the same f as their log-joint, with K = N), and on D independent `distrax.Bernoulli` bits with f(b) = sum((b - 0.3)^2) "
+      "and vimco take the same f as their log-joint, with K = N), and on D independent `distrax.Bernoulli` bits "
+      "with f(b) = sum((b - 0.3)^2) "
       f"(arm, disarm, gumbel_softmax at temperature {GUMBEL_TEMPERATURE:g}, straight_through, rebar, relax with a "
       "one-unit tanh control); measure_valued costs 4D evaluations of f per sample and rebar 3, so their "
       "sfe / forward ratios include that cost; D in {list(config.dims)}, N in "
-      f"{list(config.sample_sizes)} (an estimator is skipped where it would materialise more than {config.max_elements:.0e} elements: N x D, x 4D for measure-valued). Compile time is "
+      f"{list(config.sample_sizes)} (an estimator is skipped where it would materialise more than "
+      f"{config.max_elements:.0e} elements: N x D, x 4D for measure-valued). Compile time is "
       "in the CSV/JSON (sfe_compile_seconds), apart from the run times. Median of at least "
       f"{config.repeats} runs (more for fast calls, about {config.min_seconds:g} s of runs per function, at most "
       f"{config.max_repeats}) after {config.warmup} warm-up runs, all jitted, `block_until_ready`, runs of one N "
@@ -496,7 +637,9 @@ def to_markdown(records: list[dict[str, Any]], config: ThroughputConfig, env: di
       "(paired) columns: the median over rounds of the ratio of back-to-back runs, less sensitive than the ratio "
       "of medians to other processes competing for the machine (see the load average above; the CSV and JSON "
       "also have ratios of the fastest runs). A/A: a second compiled copy of the hand-written function against "
-      "the first; its distance from 1 is the measurement noise of this machine at the time of the run. Flops, bytes and HLO instructions describe the optimized XLA "
+      "the first; its distance from 1 is the measurement noise of this machine at the time of the run. Flops, "
+      "bytes and HLO instructions describe the optimized XLA "
       "programs: equal values mean XLA compiled the same computation. The last column checks that sfe and the "
       "hand-written version compute the same numbers from the same key.",
-  ])
+    ]
+  )

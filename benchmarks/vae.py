@@ -55,7 +55,8 @@ import dataclasses
 import math
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import distrax
 import jax
@@ -64,8 +65,7 @@ import numpy as np
 import optax
 
 import sfe_jax as sfe
-from benchmarks import report
-from benchmarks import store
+from benchmarks import report, store
 
 SUITE = "vae"
 MODELS = ("linear", "nonlinear")
@@ -120,12 +120,20 @@ class VAEConfig:
 
 
 PRESETS = {
-    # Quick: 32 latents (not 200), learning rate 1e-3 (not 1e-4) and 300 steps, so the 10 runs fit in ~2 minutes
-    # on 2 CPU cores.
-    "quick": VAEConfig(latent=32, steps=300, learning_rate=1e-3, log_every=25, checkpoint_every=150, num_test=200,
-                       variance_repeats=16),
-    "full": VAEConfig(latent=200, steps=20_000, learning_rate=1e-4, log_every=200, checkpoint_every=5_000,
-                      num_test=1000, variance_repeats=50),
+  # Quick: 32 latents (not 200), learning rate 1e-3 (not 1e-4) and 300 steps, so the 10 runs fit in ~2 minutes
+  # on 2 CPU cores.
+  "quick": VAEConfig(
+    latent=32, steps=300, learning_rate=1e-3, log_every=25, checkpoint_every=150, num_test=200, variance_repeats=16
+  ),
+  "full": VAEConfig(
+    latent=200,
+    steps=20_000,
+    learning_rate=1e-4,
+    log_every=200,
+    checkpoint_every=5_000,
+    num_test=1000,
+    variance_repeats=50,
+  ),
 }
 
 
@@ -158,7 +166,7 @@ def load_data(data_path: str | None) -> dict[str, np.ndarray]:
     perm = np.random.RandomState(0).permutation(images.shape[0])
     images = images[perm]
     a, b, _ = DIGITS_SPLIT
-    data = {"train": images[:a], "valid": images[a:a + b], "test": images[a + b:], "name": "sklearn digits 8x8"}
+    data = {"train": images[:a], "valid": images[a : a + b], "test": images[a + b :], "name": "sklearn digits 8x8"}
   else:
     with np.load(data_path) as npz:
       data = {k: np.asarray(npz[k], np.float32) for k in ("train", "valid", "test")}
@@ -184,7 +192,7 @@ def init_model(key, model: str, pixels: int, latent: int, hidden: int, mean_pixe
     enc_sizes, dec_sizes = [pixels, hidden, hidden, latent], [latent, hidden, hidden, pixels]
   keys = jax.random.split(key, len(enc_sizes) + len(dec_sizes))
   enc = [_dense(k, a, b) for k, a, b in zip(keys, enc_sizes[:-1], enc_sizes[1:])]
-  dec = [_dense(k, a, b) for k, a, b in zip(keys[len(enc_sizes):], dec_sizes[:-1], dec_sizes[1:])]
+  dec = [_dense(k, a, b) for k, a, b in zip(keys[len(enc_sizes) :], dec_sizes[:-1], dec_sizes[1:])]
   m = np.clip(mean_pixel, 1e-3, 1 - 1e-3)
   dec[-1]["b"] = jnp.asarray(np.log(m) - np.log1p(-m), jnp.float32)
   return {"enc": enc, "dec": dec, "prior": jnp.zeros(latent)}
@@ -232,14 +240,19 @@ def dist_builder(p):
 
 def init_control(key, latent: int, pixels: int, offset: float) -> dict[str, jax.Array]:
   k1, k2 = jax.random.split(key)
-  return {"a": jnp.asarray(offset, jnp.float32), "wz": 0.1 * jax.random.normal(k1, (latent, RELAX_HIDDEN)),
-          "wx": 0.1 * jax.random.normal(k2, (pixels, RELAX_HIDDEN)), "b1": jnp.zeros(RELAX_HIDDEN),
-          "w2": jnp.zeros(RELAX_HIDDEN)}
+  return {
+    "a": jnp.asarray(offset, jnp.float32),
+    "wz": 0.1 * jax.random.normal(k1, (latent, RELAX_HIDDEN)),
+    "wx": 0.1 * jax.random.normal(k2, (pixels, RELAX_HIDDEN)),
+    "b1": jnp.zeros(RELAX_HIDDEN),
+    "w2": jnp.zeros(RELAX_HIDDEN),
+  }
 
 
 def _control_for(x):
   def control(cp, z):
     return cp["a"] + jnp.tanh(z @ cp["wz"] + x @ cp["wx"] + cp["b1"]) @ cp["w2"]
+
   return control
 
 
@@ -267,16 +280,18 @@ def _per_example_loss(label, config, params, state, x, logits, key):
   cp = None if state is None else state.control_params
   estimator = make_estimator(label, config, x, cp)
   f = lambda b: -log_joint(params, x, b)
-  surrogate, new_state = sfe.expectation(estimator, f, dist_builder, {"logits": logits}, key,
-                                         num_samples=NUM_SAMPLES[label], state=state)
+  surrogate, new_state = sfe.expectation(
+    estimator, f, dist_builder, {"logits": logits}, key, num_samples=NUM_SAMPLES[label], state=state
+  )
   return surrogate - entropy(logits), new_state
 
 
 def _batch_loss(label, config, params, state, xb, key):
   logits = jax.vmap(lambda x: encode(params, x))(xb)
   keys = jax.random.split(key, xb.shape[0])
-  losses, new_states = jax.vmap(
-      lambda x, l, k: _per_example_loss(label, config, params, state, x, l, k))(xb, logits, keys)
+  losses, new_states = jax.vmap(lambda x, l, k: _per_example_loss(label, config, params, state, x, l, k))(
+    xb, logits, keys
+  )
   new_state = None if state is None else _average_states(new_states)
   return jnp.mean(losses), new_state
 
@@ -302,21 +317,22 @@ def _bounds(params, x, key, k):
 
 def measure_training(config: VAEConfig, model: str, label: str, key: jax.Array) -> dict[str, Any]:
   data = load_data(config.data_path)
-  train = data["train"] if config.max_train is None else data["train"][:config.max_train]
+  train = data["train"] if config.max_train is None else data["train"][: config.max_train]
   train_j = jnp.asarray(train)
-  test_j = jnp.asarray(data["test"][:config.num_test])
+  test_j = jnp.asarray(data["test"][: config.num_test])
   pixels = train.shape[1]
   k_init, k_control, k_train, k_eval = jax.random.split(key, 4)
   params = init_model(k_init, model, pixels, config.latent, config.hidden, train.mean(0))
   opt = optax.adam(config.learning_rate)
   opt_state = opt.init(params)
-  fixed_batch = train_j[:config.batch_size]
+  fixed_batch = train_j[: config.batch_size]
 
   state = None
   if label == "RELAX":
     # Data-dependent start of the control's offset: the mean of f over the fixed batch at the initial model.
-    f0 = -jnp.mean(jax.vmap(_elbo_one_sample, (None, 0, 0))(
-        params, fixed_batch, jax.random.split(k_control, fixed_batch.shape[0])))
+    f0 = -jnp.mean(
+      jax.vmap(_elbo_one_sample, (None, 0, 0))(params, fixed_batch, jax.random.split(k_control, fixed_batch.shape[0]))
+    )
     cp = init_control(k_control, config.latent, pixels, float(f0))
     state = make_estimator(label, config, fixed_batch[0], cp).init({"logits": jnp.zeros(config.latent)})
 
@@ -326,7 +342,8 @@ def measure_training(config: VAEConfig, model: str, label: str, key: jax.Array) 
     idx = jax.random.choice(k_batch, train_j.shape[0], (config.batch_size,), replace=False)
     xb = train_j[idx]
     (loss, new_state), grads = jax.value_and_grad(
-        lambda p: _batch_loss(label, config, p, state, xb, k_est), has_aux=True)(params)
+      lambda p: _batch_loss(label, config, p, state, xb, k_est), has_aux=True
+    )(params)
     updates, opt_state = opt.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     elbo = jnp.mean(jax.vmap(_elbo_one_sample, (None, 0, 0))(params, xb, jax.random.split(k_mon, xb.shape[0])))
@@ -340,14 +357,16 @@ def measure_training(config: VAEConfig, model: str, label: str, key: jax.Array) 
   def evaluate(params, state, k):
     k_b, k_v = jax.random.split(k)
     iw, elbo = jax.vmap(lambda x, kk: _bounds(params, x, kk, config.iw_samples))(
-        test_j, jax.random.split(k_b, test_j.shape[0]))
+      test_j, jax.random.split(k_b, test_j.shape[0])
+    )
 
     def logit_grad(kk):
       # Gradient of the batch loss with respect to the encoder's logits (the per-example estimates).
       logits = jax.vmap(lambda x: encode(params, x))(fixed_batch)
       keys = jax.random.split(kk, fixed_batch.shape[0])
       return jax.vmap(jax.grad(lambda l, x, ke: _per_example_loss(label, config, params, state, x, l, ke)[0]))(
-          logits, fixed_batch, keys)
+        logits, fixed_batch, keys
+      )
 
     g = jax.lax.map(logit_grad, jax.random.split(k_v, config.variance_repeats))  # (R, B, L)
     var = jnp.mean(jnp.var(g, axis=0, ddof=1))
@@ -374,14 +393,31 @@ def measure_training(config: VAEConfig, model: str, label: str, key: jax.Array) 
   seconds = time.perf_counter() - start
   final = checkpoints[-1]
   return {
-      "suite": SUITE, "kind": "training", "model": model, "estimator": label, "dataset": data["name"],
-      "pixels": pixels, "num_train": int(train.shape[0]), "latent": config.latent,
-      "hidden": config.hidden if model == "nonlinear" else None, "num_samples": NUM_SAMPLES[label],
-      "evaluations": EVALUATIONS[label], "steps": config.steps, "batch_size": config.batch_size,
-      "learning_rate": config.learning_rate, "num_test": int(test_j.shape[0]), "iw_samples": config.iw_samples,
-      "variance_repeats": config.variance_repeats, "curve": curve, "checkpoints": checkpoints,
-      "final_train_elbo": curve[-1][1], "final_test_iw": final[1], "final_test_elbo": final[2],
-      "final_grad_variance": final[3], "final_grad_mean_sq": final[4], "seconds": seconds,
+    "suite": SUITE,
+    "kind": "training",
+    "model": model,
+    "estimator": label,
+    "dataset": data["name"],
+    "pixels": pixels,
+    "num_train": int(train.shape[0]),
+    "latent": config.latent,
+    "hidden": config.hidden if model == "nonlinear" else None,
+    "num_samples": NUM_SAMPLES[label],
+    "evaluations": EVALUATIONS[label],
+    "steps": config.steps,
+    "batch_size": config.batch_size,
+    "learning_rate": config.learning_rate,
+    "num_test": int(test_j.shape[0]),
+    "iw_samples": config.iw_samples,
+    "variance_repeats": config.variance_repeats,
+    "curve": curve,
+    "checkpoints": checkpoints,
+    "final_train_elbo": curve[-1][1],
+    "final_test_iw": final[1],
+    "final_test_elbo": final[2],
+    "final_grad_variance": final[3],
+    "final_grad_mean_sq": final[4],
+    "seconds": seconds,
   }
 
 
@@ -400,16 +436,15 @@ def cells(config: VAEConfig) -> list[tuple[str, Callable[[], list[dict[str, Any]
   for model in (m for m in MODELS if m in config.models):
     for label in (e for e in ESTIMATORS if e in config.estimators):
       cid = cell_id(model, label)
-      out.append((cid, lambda model=model, label=label, cid=cid: [
-          measure_training(config, model, label, cell_key(config, cid))]))
+      out.append(
+        (cid, lambda model=model, label=label, cid=cid: [measure_training(config, model, label, cell_key(config, cid))])
+      )
   return out
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Report.
 # ----------------------------------------------------------------------------------------------------------
-
-
 
 
 def _index(records):
@@ -443,13 +478,13 @@ def to_markdown(records: list[dict[str, Any]], config: VAEConfig, env: dict[str,
   models = [m for m in MODELS if m in config.models]
   data_name = "sklearn digits 8x8 (64 pixels)" if config.data_path is None else os.path.basename(config.data_path)
   parts = [
-      "# Discrete VAE with Bernoulli latents (closed_forms.md, Section 4)",
-      f"Data: {data_name}. {config.latent} latents; linear and nonlinear (2 x {config.hidden} LeakyReLU(0.3)) "
-      f"models; Adam {config.learning_rate:g}, batch {config.batch_size}, {config.steps} steps. Evaluations of f "
-      "per example and step: " + ", ".join(f"{e} {EVALUATIONS[e]}" for e in labels) + " (RELAX also evaluates "
-      f"its small control 4 times; Gumbel-softmax at t = {GUMBEL_TEMPERATURE:g} is biased). Test bounds on the "
-      f"first {config.num_test} test images, IW bound with {config.iw_samples} samples. Gradient variance: of the "
-      f"encoder-logit gradient on a fixed batch, {config.variance_repeats} repeats, mean over examples and latents.",
+    "# Discrete VAE with Bernoulli latents (closed_forms.md, Section 4)",
+    f"Data: {data_name}. {config.latent} latents; linear and nonlinear (2 x {config.hidden} LeakyReLU(0.3)) "
+    f"models; Adam {config.learning_rate:g}, batch {config.batch_size}, {config.steps} steps. Evaluations of f "
+    "per example and step: " + ", ".join(f"{e} {EVALUATIONS[e]}" for e in labels) + " (RELAX also evaluates "
+    f"its small control 4 times; Gumbel-softmax at t = {GUMBEL_TEMPERATURE:g} is biased). Test bounds on the "
+    f"first {config.num_test} test images, IW bound with {config.iw_samples} samples. Gradient variance: of the "
+    f"encoder-logit gradient on a fixed batch, {config.variance_repeats} repeats, mean over examples and latents.",
   ]
   if env:
     try:
@@ -469,11 +504,38 @@ def to_markdown(records: list[dict[str, Any]], config: VAEConfig, env: dict[str,
       # Work-normalised variance: the variance times the seconds of one training step (which estimates the
       # gradient of the whole batch), so estimators of different cost compare fairly.
       wnv = None if var is None or seconds is None or not steps else var * seconds / steps
-      rows.append([m, e, _fmt(r.get("evaluations")), _fmt(r.get("final_train_elbo")), _fmt(r.get("final_test_elbo")),
-                   _fmt(r.get("final_test_iw")), _fmt(var), _fmt(snr), _fmt(r.get("seconds")), _fmt(wnv)])
-  parts += ["## Final values", report.markdown_table(
-      ["model", "estimator", "f evals", "train ELBO (last window)", "test ELBO", f"test IW-{config.iw_samples}",
-       "grad variance", "mean^2 / variance", "seconds", "variance x seconds / step"], rows)]
+      rows.append(
+        [
+          m,
+          e,
+          _fmt(r.get("evaluations")),
+          _fmt(r.get("final_train_elbo")),
+          _fmt(r.get("final_test_elbo")),
+          _fmt(r.get("final_test_iw")),
+          _fmt(var),
+          _fmt(snr),
+          _fmt(r.get("seconds")),
+          _fmt(wnv),
+        ]
+      )
+  parts += [
+    "## Final values",
+    report.markdown_table(
+      [
+        "model",
+        "estimator",
+        "f evals",
+        "train ELBO (last window)",
+        "test ELBO",
+        f"test IW-{config.iw_samples}",
+        "grad variance",
+        "mean^2 / variance",
+        "seconds",
+        "variance x seconds / step",
+      ],
+      rows,
+    ),
+  ]
   parts.append("## Ordering at equal steps (higher is better)")
   for m in models:
     parts.append(f"* {m}, training ELBO: " + _ordering(table, m, labels, "final_train_elbo"))
@@ -488,8 +550,10 @@ def to_markdown(records: list[dict[str, Any]], config: VAEConfig, env: dict[str,
         continue
       for c in r.get("checkpoints") or []:
         rows.append([e] + [_fmt(v) for v in c[:4]])
-    parts += [f"### {m}", report.markdown_table(["estimator", "step", f"test IW-{config.iw_samples}", "test ELBO",
-                                                 "grad variance"], rows)]
+    parts += [
+      f"### {m}",
+      report.markdown_table(["estimator", "step", f"test IW-{config.iw_samples}", "test ELBO", "grad variance"], rows),
+    ]
   return "\n\n".join(parts) + "\n"
 
 
@@ -511,8 +575,9 @@ def plot(records: list[dict[str, Any]], config: VAEConfig, out_dir: str) -> list
           pts = [(report.number(c[0]), report.number(c[1])) for c in r.get("curve") or []]
         else:
           pts = [(report.number(c[0]), report.number(c[3])) for c in r.get("checkpoints") or []]
-        pts = [(s, v) for s, v in pts if s is not None and v is not None and math.isfinite(v)
-               and (what == "elbo" or v > 0)]
+        pts = [
+          (s, v) for s, v in pts if s is not None and v is not None and math.isfinite(v) and (what == "elbo" or v > 0)
+        ]
         if pts:
           xs, ys = zip(*pts)
           ax.plot(xs, ys, "-" if what == "elbo" else "o-", color=colours[e], label=e)

@@ -7,13 +7,13 @@
   which is an unbiased estimate.
 """
 
-from sfe_jax._src.base import Objective as Objective
-from sfe_jax._src.base import magic_box as magic_box
-from sfe_jax._src.dice import surrogate as dice
-from sfe_jax._src.multi_sample import dreg as dreg
-from sfe_jax._src.multi_sample import iwae as iwae
-from sfe_jax._src.multi_sample import surrogate as surrogate
-from sfe_jax._src.multi_sample import value_and_grad as value_and_grad
-from sfe_jax._src.multi_sample import vimco as vimco
+from sfe_jax._src.core.types import Objective as Objective
+from sfe_jax._src.objectives.dice import magic_box as magic_box
+from sfe_jax._src.objectives.dice import surrogate as dice
+from sfe_jax._src.objectives.multi_sample import dreg as dreg
+from sfe_jax._src.objectives.multi_sample import iwae as iwae
+from sfe_jax._src.objectives.multi_sample import surrogate as surrogate
+from sfe_jax._src.objectives.multi_sample import value_and_grad as value_and_grad
+from sfe_jax._src.objectives.multi_sample import vimco as vimco
 
 __all__ = ("Objective", "dice", "dreg", "iwae", "magic_box", "surrogate", "value_and_grad", "vimco")

@@ -2,8 +2,9 @@
 
 Tolerances come from standard errors, never from hand-tuning: a Monte Carlo mean is compared with the exact
 value within ``NUM_SE`` standard errors, and a Monte Carlo variance within ``NUM_SE`` standard errors of the
-variance estimate, computed from the fourth central moment (the chi-square bound is only valid for Gaussian
-estimates; gradient estimates are heavy-tailed, so the fourth-moment form is the honest one).
+variance estimate, computed from the fourth central moment by ``sfe.diagnostics.variance_and_std_error`` (the
+chi-square bound is only valid for Gaussian estimates; gradient estimates are heavy-tailed, so the
+fourth-moment form is the honest one).
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ NUM_SE = 5.0
 
 def repeated_estimates(estimator, f, dist_builder, params, key, *, num_samples, num_repeats, state=None):
   """``num_repeats`` independent estimates, jitted: (values (R,), grads with a leading R axis)."""
-  run = jax.jit(lambda k: sfe.diagnostics.repeated_estimates(
-      estimator, f, dist_builder, params, k, num_samples=num_samples, num_repeats=num_repeats, state=state))
+  run = jax.jit(
+    lambda k: sfe.diagnostics.repeated_estimates(
+      estimator, f, dist_builder, params, k, num_samples=num_samples, num_repeats=num_repeats, state=state
+    )
+  )
   return run(key)
 
 
@@ -41,18 +45,8 @@ def mean_and_se(samples):
 
 
 def variance_and_se(samples):
-  """Unbiased sample variance and the standard error of that variance (fourth-moment formula)."""
-  x = np.asarray(samples, dtype=np.float64)
-  r = x.shape[0]
-  centred = x - x.mean(axis=0)
-  var = (centred ** 2).sum(axis=0) / (r - 1)
-  # Var(s^2) = sigma^4 ((kurtosis - 1) / R + 2 / (R (R - 1))), with the kurtosis estimated as a ratio: the
-  # difference form m4 - s^4 (R - 3)/(R - 1) cancels catastrophically for two-point estimates (kurtosis ~ 1).
-  m2 = (centred ** 2).mean(axis=0)
-  m4 = (centred ** 4).mean(axis=0)
-  kurtosis = np.divide(m4, m2 ** 2, out=np.ones_like(m4), where=m2 > 0)
-  se = var * np.sqrt(np.maximum(kurtosis - 1, 0.0) / r + 2 / (r * (r - 1)))
-  return var, se
+  """Unbiased sample variance and its standard error, in float64 (``sfe.diagnostics.variance_and_std_error``)."""
+  return sfe.diagnostics.variance_and_std_error(np.asarray(samples, dtype=np.float64))
 
 
 def assert_mean(samples, exact, *, what="mean", num_se=NUM_SE, atol=1e-6):
@@ -60,8 +54,8 @@ def assert_mean(samples, exact, *, what="mean", num_se=NUM_SE, atol=1e-6):
   exact = np.asarray(exact, dtype=np.float64)
   bound = num_se * se + atol
   assert np.all(np.abs(mean - exact) <= bound), (
-      f"{what}: Monte Carlo mean {mean} differs from exact {exact} by more than {num_se} standard errors "
-      f"({se}).")
+    f"{what}: Monte Carlo mean {mean} differs from exact {exact} by more than {num_se} standard errors ({se})."
+  )
 
 
 def assert_variance(samples, exact_var, *, scale=1.0, what="variance", num_se=NUM_SE, rtol=0.0):
@@ -71,8 +65,8 @@ def assert_variance(samples, exact_var, *, scale=1.0, what="variance", num_se=NU
   exact_var = np.asarray(exact_var, dtype=np.float64)
   bound = num_se * se + rtol * np.abs(exact_var) + 1e-12
   assert np.all(np.abs(var - exact_var) <= bound), (
-      f"{what}: Monte Carlo variance {var} differs from exact {exact_var} by more than {num_se} standard "
-      f"errors ({se}).")
+    f"{what}: Monte Carlo variance {var} differs from exact {exact_var} by more than {num_se} standard errors ({se})."
+  )
 
 
 def enumerate_expectation(f, dist_builder, params, support_points):

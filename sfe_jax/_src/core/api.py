@@ -1,0 +1,164 @@
+"""The entry points: :func:`expectation` and :func:`value_and_grad`.
+
+:func:`prepare` runs every check once, in the order a user would want to hear about them;
+:func:`call_surrogate` and :func:`value_and_grad_of` run an :class:`~sfe_jax._src.core.types.Estimator` or an
+:class:`~sfe_jax._src.core.types.Objective` (the objectives' own entry points in :mod:`sfe_jax.objectives` use
+them too).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+
+from sfe_jax._src.core import checks
+from sfe_jax._src.core.differentiation import ParamsSplit, first_order, stop_gradient
+from sfe_jax._src.core.types import Array, CostFn, DistBuilder, Estimator, Objective, Params, PRNGKey, State
+
+
+class Prepared(NamedTuple):
+  split: ParamsSplit
+  diff: list[Any]
+  num_samples: int
+  state: State
+
+
+def prepare(
+  computation: Estimator | Objective,
+  f: Any,
+  dist_builder: Any,
+  params: Params,
+  key: Any,
+  num_samples: Any,
+  state: State,
+) -> Prepared:
+  """All the checks of an entry point, at trace time, in the order a user would want to hear about them."""
+  if not callable(f):
+    raise TypeError(f"`f` must be a callable mapping one sample to a scalar; got {type(f).__name__}.")
+  split, diff = checks.check_params(params)
+  checks.check_key(key)
+  dist = checks.build_distribution(dist_builder, stop_gradient(params))
+  num_samples = checks.check_num_samples(num_samples, computation.sample_count(dist), computation.name)
+  state = checks.check_state(state, computation.init, split, diff, computation.name)
+  return Prepared(split, diff, num_samples, state)
+
+
+def call_surrogate(
+  computation: Estimator | Objective,
+  f: CostFn,
+  dist_builder: DistBuilder,
+  params: Params,
+  key: PRNGKey,
+  num_samples: int,
+  state: State,
+) -> tuple[Array, State]:
+  """``computation.surrogate``, with the derivative-order guard on ``params`` for first-order ones."""
+  if computation.max_order == 1:
+    params = first_order(params, computation.name)
+  return computation.surrogate(f, dist_builder, params, key, num_samples, state)
+
+
+def value_and_grad_of(
+  computation: Estimator | Objective,
+  f: CostFn,
+  dist_builder: DistBuilder,
+  params: Params,
+  key: PRNGKey,
+  num_samples: Any,
+  state: State,
+) -> tuple[Array, Params, State]:
+  """``jax.value_and_grad`` of the surrogate in the differentiable leaves of ``params``."""
+  prepared = prepare(computation, f, dist_builder, params, key, num_samples, state)
+  split = prepared.split
+
+  def surrogate(diff):
+    return call_surrogate(computation, f, dist_builder, split.merge(diff), key, prepared.num_samples, prepared.state)
+
+  (value, new_state), grads = jax.value_and_grad(surrogate, has_aux=True)(prepared.diff)
+  return value, split.grads(grads), new_state
+
+
+def expectation(
+  estimator: Estimator,
+  f: CostFn,
+  dist_builder: DistBuilder,
+  params: Params,
+  key: PRNGKey,
+  *,
+  num_samples: int | None = None,
+  state: State = None,
+) -> tuple[Array, State]:
+  r"""A differentiable Monte Carlo estimate of ``E_{x ~ dist_builder(params)}[f(x)]``.
+
+  The returned scalar's value is the Monte Carlo estimate of the expectation and ``jax.grad`` of it with
+  respect to ``params`` is ``estimator``'s gradient estimate (the same numbers :func:`value_and_grad` returns
+  for the same key). Gradients with respect to anything ``f`` closes over (a decoder, a critic) are the
+  ordinary gradients of the Monte Carlo average, so the result can be used as a term of any JAX loss.
+  Higher derivatives in ``params`` are unbiased estimates for the estimators that allow them (see the
+  README's table); the others raise :class:`sfe_jax.HigherOrderError` when differentiated twice.
+
+  Args:
+    estimator: an :class:`Estimator`, e.g. ``sfe.score_function()``.
+    f: a function of ONE sample (shape ``batch_shape + event_shape``, the distribution's own dtype) returning
+      a real scalar.
+    dist_builder: maps ``params`` to a distribution (distrax, TFP's JAX substrate or numpyro).
+    params: a pytree; its floating-point array leaves are differentiated, every other leaf (functions and
+      flags of an equinox Module, integer arrays) is passed through to ``dist_builder`` unchanged.
+    key: a JAX PRNG key (``jax.random.key(0)``); never an integer seed.
+    num_samples: the number of evaluations of ``f``, a static Python int (a multiple of the group size for
+      estimators that evaluate ``f`` in groups); ``None`` only for ``sfe.enumerate()``.
+    state: the estimator's state; ``None`` means ``estimator.init(params)``. Checked against the structure
+      and shapes of ``estimator.init(params)``.
+
+  Returns:
+    ``(surrogate, new_state)``: a scalar and the updated estimator state.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, distrax, sfe_jax as sfe
+    >>> params = {"loc": jnp.zeros(2), "scale": jnp.ones(2)}
+    >>> dist_builder = lambda p: distrax.Normal(p["loc"], p["scale"])
+    >>> f = lambda x: jnp.sum(x ** 2)
+    >>> loss = lambda p: sfe.expectation(sfe.pathwise(), f, dist_builder, p, jax.random.key(0),
+    ...                                  num_samples=100)[0]
+    >>> jax.tree.map(jnp.shape, jax.grad(loss)(params))
+    {'loc': (2,), 'scale': (2,)}
+  """
+  checks.check_estimator(estimator)
+  prepared = prepare(estimator, f, dist_builder, params, key, num_samples, state)
+  return call_surrogate(estimator, f, dist_builder, params, key, prepared.num_samples, prepared.state)
+
+
+def value_and_grad(
+  estimator: Estimator,
+  f: CostFn,
+  dist_builder: DistBuilder,
+  params: Params,
+  key: PRNGKey,
+  *,
+  num_samples: int | None = None,
+  state: State = None,
+) -> tuple[Array, Params, State]:
+  r"""The Monte Carlo estimate of ``E[f(x)]`` and ``estimator``'s estimate of its gradient.
+
+  ``value`` estimates :math:`F(\theta) = E_{x \sim p_\theta}[f(x)]` and ``grads`` estimates
+  :math:`\nabla_\theta F(\theta)`, with the structure of ``params`` (``None`` at leaves that are not
+  floating-point arrays, as ``equinox.filter_grad`` gives). Arguments are those of :func:`expectation`; this is
+  ``jax.value_and_grad`` of its surrogate.
+
+  Returns:
+    ``(value, grads, new_state)``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, distrax, sfe_jax as sfe
+    >>> params = {"loc": jnp.zeros(3), "scale": jnp.ones(3)}
+    >>> dist_builder = lambda p: distrax.Normal(p["loc"], p["scale"])
+    >>> f = lambda x: jnp.sum((x - 0.5) ** 2)
+    >>> est = sfe.score_function(baseline=sfe.baselines.leave_one_out())
+    >>> value, grads, state = sfe.value_and_grad(est, f, dist_builder, params, jax.random.key(0),
+    ...                                          num_samples=1000)
+    >>> grads["loc"].shape
+    (3,)
+  """
+  checks.check_estimator(estimator)
+  return value_and_grad_of(estimator, f, dist_builder, params, key, num_samples, state)

@@ -1,0 +1,174 @@
+"""The input checks of every entry point.
+
+All of them run at trace time (on shapes, dtypes and Python values), so they are free under jit and give an
+error that names the argument, what was expected and what was given.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sfe_jax._src.core.differentiation import HigherOrderError, ParamsSplit, split_params
+from sfe_jax._src.core.types import DistBuilder, Estimator, InitFn, Objective, Params, SampleCount, State
+
+
+def check_key(key: Any, name: str = "key") -> None:
+  """Raises unless ``key`` is a JAX PRNG key (new-style ``jax.random.key`` or a legacy uint32[2] key)."""
+  if isinstance(key, (bool, int, np.integer)):
+    raise TypeError(
+      f"`{name}` must be a JAX PRNG key such as jax.random.key(0); got the integer {key!r}. "
+      "sfe_jax never takes integer seeds: pass jax.random.key(seed)."
+    )
+  if not hasattr(key, "dtype") or not hasattr(key, "shape"):
+    raise TypeError(f"`{name}` must be a JAX PRNG key such as jax.random.key(0); got {type(key).__name__}.")
+  if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    if key.shape != ():
+      raise ValueError(
+        f"`{name}` must be a single PRNG key of shape (); got a key array of shape {key.shape}. "
+        "To use several keys, jax.vmap over them."
+      )
+    return
+  if key.dtype == jnp.uint32 and key.shape == (2,):
+    return  # A legacy raw key from jax.random.PRNGKey.
+  raise TypeError(
+    f"`{name}` must be a JAX PRNG key such as jax.random.key(0); got an array of dtype {key.dtype} and "
+    f"shape {key.shape}. sfe_jax never takes integer seeds: pass jax.random.key(seed)."
+  )
+
+
+def check_static_int(value: Any, name: str, minimum: int, why: str = "") -> int:
+  """Checks that argument ``name`` is a static Python int of at least ``minimum``; returns it as an int."""
+  if isinstance(value, jax.core.Tracer):
+    raise TypeError(
+      f"`{name}` must be a static Python int (it fixes array shapes); got a traced value. Under "
+      f"jax.jit, mark it static (static_argnames=('{name}',)) or close over it."
+    )
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    raise TypeError(f"`{name}` must be a Python int; got {type(value).__name__} {value!r}.")
+  if value < minimum:
+    raise ValueError(f"`{name}` must be at least {minimum}{why}; got {int(value)}.")
+  return int(value)
+
+
+def check_num_samples(num_samples: Any, count: SampleCount, name: str) -> int:
+  """Checks ``num_samples`` (evaluations of ``f``) against ``count``; returns it as an int.
+
+  This is the one place where every sample count of the library is validated.
+  """
+  if num_samples is None:
+    if count.default is None:
+      raise TypeError(
+        f"`num_samples` is required for {name}: pass the number of evaluations of f as a static Python int."
+      )
+    return count.default
+  who = f" for {name}{count.reason}"
+  if count.maximum is not None and count.minimum == count.maximum:
+    num_samples = check_static_int(num_samples, "num_samples", 1)
+    if num_samples != count.minimum:
+      raise ValueError(f"`num_samples` must be {count.minimum} (or None){who}; got {num_samples}.")
+    return num_samples
+  num_samples = check_static_int(num_samples, "num_samples", count.minimum, who)
+  if count.maximum is not None and num_samples > count.maximum:
+    raise ValueError(f"`num_samples` must be at most {count.maximum}{who}; got {num_samples}.")
+  if num_samples % count.multiple:
+    raise ValueError(f"`num_samples` must be a multiple of {count.multiple}{who}; got {num_samples}.")
+  return num_samples
+
+
+def check_estimator(estimator: Any) -> None:
+  if isinstance(estimator, Objective):
+    raise TypeError(
+      f"`estimator` is {estimator.name}, a multi-sample objective: its value is {estimator.value_name}, not "
+      "an estimate of E[f], and the function it takes is a log-joint. Use "
+      "sfe.objectives.value_and_grad(...) or sfe.objectives.surrogate(...); estimator combinators and "
+      "baselines do not apply to it."
+    )
+  if not isinstance(estimator, Estimator):
+    raise TypeError(
+      "`estimator` must be an sfe_jax Estimator built by a constructor such as sfe.score_function() or "
+      f"sfe.pathwise(); got {type(estimator).__name__}."
+    )
+
+
+def check_objective(objective: Any) -> None:
+  if isinstance(objective, Estimator):
+    raise TypeError(
+      f"`objective` is {objective.name}, an estimator of E[f]: use sfe.value_and_grad or sfe.expectation. "
+      "sfe.objectives takes the multi-sample objectives sfe.objectives.iwae(), dreg() and vimco()."
+    )
+  if not isinstance(objective, Objective):
+    raise TypeError(
+      f"`objective` must be an sfe_jax Objective such as sfe.objectives.iwae(); got {type(objective).__name__}."
+    )
+
+
+def check_params(params: Params) -> tuple[ParamsSplit, list[Any]]:
+  """Splits ``params``; raises unless it has at least one floating-point array leaf to differentiate."""
+  split, diff = split_params(params)
+  if not any(split.mask):
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    found = ", ".join(f"params{jax.tree_util.keystr(path)}: {_describe_leaf(leaf)}" for path, leaf in leaves[:4])
+    raise TypeError(
+      "`params` must hold at least one floating-point array leaf (those are the leaves that are "
+      f"differentiated; others are passed through); it has none ({found or 'no leaves'}). Python floats are "
+      "not differentiated, as in equinox's filtered transformations: wrap them with jnp.asarray."
+    )
+  return split, diff
+
+
+def _describe_leaf(leaf: Any) -> str:
+  if hasattr(leaf, "dtype") and hasattr(leaf, "shape"):
+    return f"array of dtype {leaf.dtype}"
+  return type(leaf).__name__
+
+
+def check_state(state: State, init: InitFn, split: ParamsSplit, diff: list[Any], name: str) -> State:
+  """``init(params)`` when ``state`` is ``None``; otherwise checks that ``state`` has its structure and shapes."""
+  params = split.merge(diff)
+  if state is None:
+    return init(params)
+  expected = jax.eval_shape(lambda d: init(split.merge(d)), diff)
+  expected_def, got_def = jax.tree.structure(expected), jax.tree.structure(state)
+  hint = "Pass the state returned by estimator.init(params) or by the previous call with this estimator, or state=None."
+  if expected_def != got_def:  # type: ignore[operator]  # PyTreeDef is unresolved in the stubs
+    raise TypeError(
+      f"`state` does not match {name}: expected the structure of estimator.init(params), {expected_def}; "
+      f"got {got_def}. {hint}"
+    )
+  for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(expected), jax.tree.leaves(state)):
+    if not (hasattr(got, "shape") or isinstance(got, (int, float, complex, np.generic))):
+      raise TypeError(f"`state`{jax.tree_util.keystr(path)} must be an array; got {type(got).__name__}. {hint}")
+    if tuple(jnp.shape(got)) != tuple(want.shape):
+      raise TypeError(
+        f"`state`{jax.tree_util.keystr(path)} must have shape {tuple(want.shape)} for {name}; got shape "
+        f"{tuple(jnp.shape(got))}. {hint}"
+      )
+  return state
+
+
+def build_distribution(dist_builder: DistBuilder, params: Params) -> Any:
+  """Calls ``dist_builder(params)`` and checks that the result is a distribution."""
+  if not callable(dist_builder):
+    raise TypeError(f"`dist_builder` must be a callable params -> distribution; got {type(dist_builder).__name__}.")
+  try:
+    dist = dist_builder(params)
+    # distrax checks parameter shapes lazily; ask for the shapes now so a mismatch is reported here.
+    getattr(dist, "batch_shape", None)
+    getattr(dist, "event_shape", None)
+  except HigherOrderError:
+    raise
+  except Exception as e:  # The user's function failed: say where, keep the cause.
+    raise TypeError(
+      f"`dist_builder(params)` raised {type(e).__name__}: {e}. `params` must be the pytree that "
+      "`dist_builder` expects, with compatible shapes (see the traceback above for the failing line)."
+    ) from e
+  if not (callable(getattr(dist, "sample", None)) and callable(getattr(dist, "log_prob", None))):
+    raise TypeError(
+      "`dist_builder(params)` must return a distribution with `sample` and `log_prob` (distrax, TFP's JAX "
+      f"substrate or numpyro); got {type(dist).__name__}."
+    )
+  return dist

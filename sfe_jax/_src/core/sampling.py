@@ -1,0 +1,80 @@
+"""Sampling a distribution and evaluating the user's ``f`` on the samples, the same way for every estimator."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from sfe_jax._src.core import distributions
+from sfe_jax._src.core.differentiation import HigherOrderError
+from sfe_jax._src.core.types import Array, CostFn, PRNGKey
+
+
+def sample(dist: Any, key: PRNGKey, num_samples: int) -> Array:
+  """Draws ``num_samples`` joint samples; the result has shape ``(num_samples, *batch_shape, *event_shape)``."""
+  return distributions.sample(dist, key, num_samples)
+
+
+def joint_log_prob(dist: Any, xs: Array) -> Array:
+  """``log p(x)`` of each joint sample, summed over batch and event dimensions: shape ``(num_samples,)``.
+
+  ``log_prob`` is vmapped over the samples rather than called on the stacked batch, so that each call sees
+  one sample of the distribution's own shape: no implicit rank promotion of a sample axis against the
+  parameters (the library runs under ``jax_numpy_rank_promotion="raise"`` wherever the distribution does).
+  """
+  logp = jax.vmap(dist.log_prob)(xs)
+  return jnp.reshape(logp, (xs.shape[0], -1)).sum(axis=1)
+
+
+def call_error(error: Exception, what: str, arg: Any) -> Exception:
+  """An error saying that the user's function ``what`` failed on an argument like ``arg`` (shape, dtype)."""
+  cls = TypeError if isinstance(error, TypeError) else IndexError if isinstance(error, IndexError) else ValueError
+  described = (
+    f"one sample of shape {tuple(arg.shape)} and dtype {arg.dtype}"
+    if hasattr(arg, "shape")
+    else f"{type(arg).__name__}"
+  )
+  return cls(
+    f"{what} raised {type(error).__name__} when called with {described} (the library vmaps it over the "
+    f"samples, so it never sees a sample axis): {error}"
+  )
+
+
+def evaluate(f: CostFn, xs: Array, what: str = "`f`") -> Array:
+  """Evaluates ``f`` on each sample along the leading axis of ``xs`` (vmapped); checks ``f`` is scalar."""
+  if not callable(f):
+    raise TypeError(f"{what} must be a callable mapping one sample to a scalar; got {type(f).__name__}.")
+  one = jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype)
+  try:
+    out_shape = jax.eval_shape(f, one)
+  except HigherOrderError:
+    raise
+  except Exception as e:  # The user's function failed on one sample: say on what, keep the cause.
+    raise call_error(e, what, one) from e
+  if not hasattr(out_shape, "shape") or out_shape.shape != ():
+    got = getattr(out_shape, "shape", type(out_shape).__name__)
+    raise ValueError(
+      f"{what} must return a scalar for one sample; for a sample of shape {tuple(xs.shape[1:])} it returned "
+      f"{got}. Reduce the output (for example with jnp.sum) inside f."
+    )
+  if jnp.issubdtype(out_shape.dtype, jnp.complexfloating):
+    raise TypeError(f"{what} must return a real scalar; it returned dtype {out_shape.dtype}.")
+  try:
+    values = jax.vmap(f)(xs)
+  except HigherOrderError:
+    raise
+  except Exception as e:
+    raise call_error(e, what, one) from e
+  if not jnp.issubdtype(values.dtype, jnp.floating):
+    values = values.astype(jnp.result_type(float))
+  return values
+
+
+def evaluate_batched(f: CostFn, xs: Array, batch_ndim: int) -> Array:
+  """Evaluates ``f`` on samples stacked along the first ``batch_ndim`` axes of ``xs``."""
+  lead = xs.shape[:batch_ndim]
+  flat = jnp.reshape(xs, (math.prod(lead),) + xs.shape[batch_ndim:])
+  return jnp.reshape(evaluate(f, flat), lead)

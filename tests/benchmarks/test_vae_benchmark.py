@@ -1,0 +1,155 @@
+"""The discrete-VAE benchmark (benchmarks/vae.py): model pieces, cells end to end, report and plots."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from benchmarks import report, vae
+
+MNIST = "/work/shared/data/binarized_mnist/binarized_mnist.npz"
+
+TINY = dataclasses.replace(
+  vae.PRESETS["quick"],
+  models=("nonlinear",),
+  estimators=("DisARM", "RELAX"),
+  latent=6,
+  hidden=12,
+  steps=8,
+  batch_size=10,
+  log_every=4,
+  checkpoint_every=8,
+  num_test=20,
+  iw_samples=10,
+  variance_repeats=4,
+  learning_rate=1e-3,
+)
+
+
+def test_default_data_is_deterministic_binary_digits():
+  data = vae.load_data(None)
+  assert [data[k].shape for k in ("train", "valid", "test")] == [(1200, 64), (297, 64), (300, 64)]
+  assert set(np.unique(data["train"])) == {0.0, 1.0}
+  from sklearn.datasets import load_digits
+
+  raw = (load_digits().data >= 8).astype(np.float32)
+  assert sorted(map(tuple, np.concatenate([data["train"], data["valid"], data["test"]]))) == sorted(map(tuple, raw))
+
+
+def test_log_joint_entropy_and_iw_bound():
+  params = vae.init_model(jax.random.key(0), "nonlinear", 5, 3, 4, np.full(5, 0.3))
+  x = jnp.array([1.0, 0.0, 1.0, 1.0, 0.0])
+  logits = vae.encode(params, x)
+  # Exact log p(x) by enumerating the 8 latent configurations.
+  bs = jnp.array([[(i >> j) & 1 for j in range(3)] for i in range(8)], jnp.float32)
+  log_px = float(jax.nn.logsumexp(jax.vmap(lambda b: vae.log_joint(params, x, b))(bs)))
+  q = jnp.exp(jax.vmap(lambda b: vae.log_q(logits, b))(bs))
+  assert float(jnp.sum(q)) == pytest.approx(1.0, abs=1e-5)
+  assert float(vae.entropy(logits)) == pytest.approx(float(-jnp.sum(q * jnp.log(q))), abs=1e-5)
+  elbo = float(jnp.sum(q * jax.vmap(lambda b: vae.log_joint(params, x, b))(bs))) + float(vae.entropy(logits))
+  assert elbo <= log_px + 1e-5
+  iw, _ = vae._bounds(params, x, jax.random.key(1), 4000)
+  # One draw of the IW bound is random (a lower bound only in expectation); with 4000 samples it is near log p(x).
+  assert float(iw) == pytest.approx(log_px, abs=0.02)
+
+
+def test_estimators_are_unbiased_for_the_encoder_logits():
+  # The per-example loss's logit gradient, averaged over keys, matches the exact gradient of -ELBO (enumeration).
+  params = vae.init_model(jax.random.key(2), "linear", 4, 3, 4, np.full(4, 0.4))
+  x = jnp.array([1.0, 0.0, 0.0, 1.0])
+  logits = vae.encode(params, x) + jnp.array([0.5, -1.0, 0.3])
+  bs = jnp.array([[(i >> j) & 1 for j in range(3)] for i in range(8)], jnp.float32)
+
+  def neg_elbo(l):
+    q = jnp.exp(jax.vmap(lambda b: vae.log_q(l, b))(bs))
+    return -(jnp.sum(q * jax.vmap(lambda b: vae.log_joint(params, x, b))(bs)) + vae.entropy(l))
+
+  exact = np.asarray(jax.grad(neg_elbo)(logits))
+  for label in ("LOO", "DisARM", "RELAX"):
+    state = None
+    if label == "RELAX":
+      cp = vae.init_control(jax.random.key(3), 3, 4, 5.0)
+      cp["w2"] = jnp.full(vae.RELAX_HIDDEN, 0.3)
+      state = vae.make_estimator(label, TINY, x, cp).init({"logits": logits})
+    g = jax.jit(
+      jax.vmap(jax.grad(lambda l, k: vae._per_example_loss(label, TINY, params, state, x, l, k)[0]), (None, 0))
+    )(logits, jax.random.split(jax.random.key(4), 6_000))
+    g = np.asarray(g, np.float64)
+    se = g.std(0, ddof=1) / math.sqrt(g.shape[0])
+    assert np.all(np.abs(g.mean(0) - exact) <= 5 * se + 1e-4), (label, g.mean(0), exact, se)
+
+
+@pytest.fixture(scope="module")
+def tiny_records():
+  cells = vae.cells(TINY)
+  ids = [cid for cid, _ in cells]
+  assert ids == ["vae/nonlinear/DisARM", "vae/nonlinear/RELAX"]
+  assert ids == [cid for cid, _ in vae.cells(TINY)]  # stable
+  records = {}
+  for cid, measure in cells:
+    out = measure()
+    assert isinstance(out, list) and len(out) == 1
+    records[cid] = out[0]
+  return records
+
+
+def test_records(tiny_records):
+  for cid, r in tiny_records.items():
+    assert r["suite"] == "vae" and r["kind"] == "training" and cid == f"vae/{r['model']}/{r['estimator']}"
+    assert r["evaluations"] == 2 and r["latent"] == 6 and r["pixels"] == 64
+    assert [c[0] for c in r["curve"]] == [4, 8]
+    assert [c[0] for c in r["checkpoints"]] == [0, 8]
+    for c in r["checkpoints"]:
+      assert all(math.isfinite(v) for v in c)
+      assert c[1] >= c[2] - 5.0  # IW bound is not far below the one-sample ELBO (noisy on 20 images)
+      assert c[1] < 0 and c[3] > 0
+    assert r["final_test_iw"] == r["checkpoints"][-1][1]
+    assert r["final_train_elbo"] == r["curve"][-1][1] < 0
+    assert r["seconds"] > 0
+
+
+def test_cells_are_reproducible(tiny_records):
+  cid = "vae/nonlinear/DisARM"
+  again = dict(vae.cells(TINY))[cid]()[0]
+  assert again["curve"] == tiny_records[cid]["curve"]
+  assert again["checkpoints"] == tiny_records[cid]["checkpoints"]
+
+
+@pytest.mark.skipif(not os.path.exists(MNIST), reason="binarized MNIST not present")
+def test_mnist_data_path():
+  config = dataclasses.replace(TINY, data_path=MNIST, models=("linear",), estimators=("LOO",), max_train=200)
+  ((cid, measure),) = vae.cells(config)
+  r = measure()[0]
+  assert r["pixels"] == 784 and r["num_train"] == 200 and r["dataset"] == "binarized_mnist.npz"
+  assert all(math.isfinite(v) for c in r["checkpoints"] for v in c)
+
+
+def _as_json(records):
+  return [json.loads(json.dumps(report.plain(r))) for r in records]
+
+
+def test_to_markdown(tiny_records):
+  records = _as_json(tiny_records.values())
+  md = vae.to_markdown(records, TINY, None)
+  assert "## Final values" in md and "## Ordering at equal steps" in md and "not run" not in md
+  assert md.count("* nonlinear, training ELBO: ") == 1 and "DisARM (" in md
+  partial = [r for r in records if r["estimator"] != "RELAX"]
+  partial[0] = {**partial[0], "final_test_iw": "nan", "final_grad_variance": "nan"}
+  md2 = vae.to_markdown(partial, TINY, None)
+  assert "not run" in md2 and "nan" in md2
+  assert vae.to_markdown([], TINY, None).count("not run") > 0
+
+
+def test_plot(tiny_records, tmp_path):
+  paths = vae.plot(_as_json(tiny_records.values()), TINY, str(tmp_path))
+  assert len(paths) == 2
+  for path in paths:
+    with open(path, "rb") as fh:
+      assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
