@@ -21,4 +21,5 @@ __all__ = (
   "gradient_moments",
   "repeated_estimates",
   "time_per_estimate",
+  "variance_and_std_error",
 )

@@ -110,6 +110,7 @@ PUBLIC = {
       "state",
     ),
     "Timing": ("median_seconds", "min_seconds", "compile_seconds"),
+    "variance_and_std_error": ("samples", "axis"),
   },
   "sfe_jax.objectives": {
     "dice": ("costs", "log_probs", "dependencies", "baselines"),
