@@ -390,3 +390,31 @@ def test_non_scalar_log_joint_is_refused(name):
 def test_integer_log_joint_is_refused(name):
   with pytest.raises(TypeError, match=rf"sfe\.objectives\.{name}\(\).*real floating-point.*int32"):
     sfe.objectives.value_and_grad(ESTIMATORS[name](), lambda z: jnp.int32(1), gauss_build, THETA, KEY, num_samples=4)
+
+
+@pytest.mark.parametrize("name", ["iwae", "dreg", "vimco"])
+def test_saturated_tanh_proposal_stays_finite(name):
+  # TFP's bijectors cache the pre-image of their own samples; log q must be evaluated on that very array, or a
+  # saturated tanh is inverted to atanh(1) = inf (a regression of per-sample log_prob calls).
+  from tensorflow_probability.substrates import jax as tfp  # noqa: PLC0415
+
+  tfd, tfb = tfp.distributions, tfp.bijectors
+  build = lambda p: tfd.Independent(tfd.TransformedDistribution(tfd.Normal(p["loc"], p["scale"]), tfb.Tanh()), 1)
+  params = {"loc": jnp.full(2, 3.0), "scale": jnp.full(2, 2.0)}
+  log_joint = lambda z: -jnp.sum(z**2)
+  value, grads, _ = jax.jit(
+    lambda p: sfe.objectives.value_and_grad(getattr(sfe.objectives, name)(), log_joint, build, p, KEY, num_samples=256)
+  )(params)
+  assert np.isfinite(value) and all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize("name", ["iwae", "dreg", "vimco"])
+def test_params_with_non_array_leaves(name):
+  # An equinox-style params pytree: a function leaf is passed through to dist_builder, not differentiated.
+  build = lambda p: distrax.Normal(p["loc"], p["squash"](p["scale"]))
+  params = {"loc": jnp.zeros(2), "scale": jnp.ones(2), "squash": jax.nn.softplus}
+  log_joint = lambda z: -0.5 * jnp.sum(z**2)
+  value, grads, _ = sfe.objectives.value_and_grad(
+    getattr(sfe.objectives, name)(), log_joint, build, params, KEY, num_samples=4
+  )
+  assert grads["squash"] is None and grads["loc"].shape == (2,) and np.isfinite(value)

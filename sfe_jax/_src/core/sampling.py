@@ -21,11 +21,13 @@ def sample(dist: Any, key: PRNGKey, num_samples: int) -> Array:
 def joint_log_prob(dist: Any, xs: Array) -> Array:
   """``log p(x)`` of each joint sample, summed over batch and event dimensions: shape ``(num_samples,)``.
 
-  ``log_prob`` is vmapped over the samples rather than called on the stacked batch, so that each call sees
-  one sample of the distribution's own shape: no implicit rank promotion of a sample axis against the
-  parameters (the library runs under ``jax_numpy_rank_promotion="raise"`` wherever the distribution does).
+  ``log_prob`` is called on the stacked samples, the very array ``sample`` returned: TFP's bijectors cache the
+  pre-image of their samples, and only that array hits the cache (a per-sample slice would invert a saturated
+  ``Tanh`` or ``Sigmoid`` to ``inf``). Broadcasting the sample axis against the parameters is the distribution
+  library's own business, so it runs with rank promotion allowed even when the user's JAX raises on it.
   """
-  logp = jax.vmap(dist.log_prob)(xs)
+  with jax.numpy_rank_promotion("allow"):
+    logp = dist.log_prob(xs)
   return jnp.reshape(logp, (xs.shape[0], -1)).sum(axis=1)
 
 

@@ -112,13 +112,13 @@ class Estimator(NamedTuple):
     surrogate: ``surrogate(f, dist_builder, params, key, num_samples, state) -> (surrogate, new_state)``.
       ``surrogate`` is a scalar whose value is the Monte Carlo estimate of ``E[f(x)]`` and whose gradient
       with respect to ``params`` is the gradient estimate. ``num_samples`` is a Python int, already checked.
-      Call it through :func:`expectation` or :func:`value_and_grad`, which check the input and guard the
+      Call it through :func:`sfe_jax.expectation` or :func:`sfe_jax.value_and_grad`, which check the input and guard the
       derivative order.
     name: the estimator's name, as its constructor is written (``"sfe.disarm()"``), used in errors and reports.
     sample_count: ``sample_count(dist) -> SampleCount``: what ``num_samples`` (evaluations of ``f``) may be.
     max_order: ``None`` if every derivative of the surrogate in ``params`` is an unbiased estimate of the
       same derivative of ``E[f]``; ``1`` if only the first is, in which case a second derivative in
-      ``params`` raises :class:`HigherOrderError` at trace time.
+      ``params`` raises :class:`sfe_jax.HigherOrderError` at trace time.
   """
 
   init: InitFn

@@ -42,7 +42,7 @@ class GradientMoments(NamedTuple):
       written so that it does not cancel for two-point estimates). Unlike the chi-square formula it stays
       valid for the heavy-tailed distributions that gradient estimates usually have.
     value_mean: the average of the ``R`` values (a scalar): Monte Carlo estimates of ``E[f]`` for an
-      estimator, estimates of the bound ``L_K`` for an objective (:class:`Report` names it).
+      estimator, estimates of the bound ``L_K`` for an objective (:class:`sfe_jax.diagnostics.Report` names it).
     num_repeats: ``R``.
     num_samples: the ``num_samples`` of each estimate.
   """

@@ -334,7 +334,7 @@ def rebar(
   * Distributions: Bernoulli (any shape) and OneHotCategorical (any batch shape) with a floating-point dtype
     (distrax, TFP), optionally in ``Independent``: the relaxed values must be in the distribution's own
     encoding, so an index-valued Categorical or an integer dtype is refused with the fix (see
-    :mod:`sfe_jax._src.relaxations`).
+    :mod:`sfe_jax._src.discrete.relaxations`).
   * ``f`` must accept relaxed input and be twice differentiable in it: Bernoulli: floats in [0, 1] with the
     shape of one sample; one-hot categorical: points of the simplex. The hard sample is given to ``f`` in the
     distribution's own encoding.

@@ -6,7 +6,7 @@ estimator computes a gradient with respect to the logits and the chain rule thro
 it to ``params``. This module turns a distribution into that view and back:
 
 * :func:`discrete_view` recognises Bernoulli, Categorical and OneHotCategorical distributions of distrax, TFP's
-  JAX substrate and numpyro (through the adapter, :func:`sfe_jax._src.distributions.discrete_family`), in
+  JAX substrate and numpyro (through the adapter, :func:`sfe_jax._src.core.distributions.discrete_family`), in
   ``Independent`` wrappers too, and refuses anything else with an error naming the estimator;
 * :func:`log_prob` is the joint log-probability computed from the logits (stable for logits of any size);
 * :func:`to_sample` turns hard values (bits, category indices) into what the distribution's own ``sample``
@@ -274,7 +274,7 @@ def conditional_noisy_logits(view: DiscreteView, hard: Array, v: Array) -> Array
   (a Gumbel with location :math:`\theta_k` truncated below :math:`\tilde z_b`), computed with ``logaddexp``.
 
   Args:
-    view: the :class:`~sfe_jax._src.discrete.DiscreteView`; its logits may be traced (differentiated).
+    view: the :class:`DiscreteView`; its logits may be traced (differentiated).
     hard: canonical hard values, shape ``(N,) + variables_shape``.
     v: uniforms in ``(0, 1)``, shape ``(N,) + logits.shape``.
 

@@ -56,7 +56,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from sfe_jax._src.core import api, checks, distributions, sampling, types
+from sfe_jax._src.core import api, checks, differentiation, distributions, sampling, types
 
 _NOT_REPARAMETERIZABLE = "use sfe.objectives.vimco(), which works for any proposal q, discrete latents included"
 _VALUE_NAME = "an estimate of the K-sample importance-weighted bound L_K"
@@ -256,7 +256,7 @@ def dreg() -> types.Objective:
     log_p, log_p_vjp = jax.vjp(lambda z: sampling.evaluate(f, z), fixed_zs)
     (grad_log_p,) = log_p_vjp(jnp.ones_like(log_p))  # per-sample d log p / d z_k (samples are independent)
     log_q = sampling.joint_log_prob(
-      checks.build_distribution(dist_builder, jax.lax.stop_gradient(params)), zs
+      checks.build_distribution(dist_builder, differentiation.stop_gradient(params)), zs
     )  # theta only via z
     log_w = log_p - jax.lax.stop_gradient(log_q)
     weights_sq = jnp.square(jax.lax.stop_gradient(jax.nn.softmax(log_w)))
@@ -323,7 +323,7 @@ def vimco() -> types.Objective:
 
   def surrogate(f, dist_builder, params, key, num_samples, state):
     zs = jax.lax.stop_gradient(
-      sampling.sample(checks.build_distribution(dist_builder, jax.lax.stop_gradient(params)), key, num_samples)
+      sampling.sample(checks.build_distribution(dist_builder, differentiation.stop_gradient(params)), key, num_samples)
     )
     _check_log_joint(f, zs, name)
     log_p = sampling.evaluate(f, zs)

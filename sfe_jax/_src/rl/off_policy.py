@@ -186,7 +186,7 @@ def vtrace(
 
   computed backwards as :math:`v_s - V_s = \delta_s + \gamma c_s (v_{s+1} - V_{s+1})`, with
   :math:`V(s_{t+1}) = 0` after a terminal step and ``bootstrap_value`` after step ``T - 1`` of a trajectory
-  cut off by the horizon (as in :func:`gae`). The policy-gradient advantages are
+  cut off by the horizon (as in :func:`sfe_jax.rl.gae`). The policy-gradient advantages are
   :math:`\min(\bar\rho_{pg}, \rho_s)\,(r_s + \gamma v_{s+1} - V(s_s))`. Use them as in IMPALA: the critic
   regresses on ``vs``, the actor minimises :math:`-\frac1B\sum m \log\pi(a_s|s_s)\,` ``pg_advantages``
   (both are returned under ``stop_gradient``).
@@ -200,7 +200,7 @@ def vtrace(
     0) is the value of the policy :math:`\pi_{\bar\rho} \propto \min(\bar\rho\mu, \pi)`, between ``mu`` and
     ``pi``, not :math:`V^\pi` (equal when :math:`\bar\rho` exceeds every ratio). ``clip_c`` only changes
     how fast the traces are cut (the contraction), not the fixed point.
-  * on-policy (:math:`\pi = \mu`, ratios 1, clip levels >= 1): ``vs - values`` is exactly :func:`gae` with
+  * on-policy (:math:`\pi = \mu`, ratios 1, clip levels >= 1): ``vs - values`` is exactly :func:`sfe_jax.rl.gae` with
     the same ``lam``.
   * the actor's gradient weighs states as the behaviour policy visits them (no correction of the state
     distribution): it is the usual off-policy actor-critic approximation, exact only on-policy.
