@@ -67,11 +67,14 @@ def linear_surrogate(params: Params, grads: Params) -> Array:
   ``grads`` has the structure of ``params`` (``None`` at leaves that are not differentiated). ``g`` is not
   stop-gradient-ed: it must not depend on ``params`` (samples are), but may depend on what ``f`` closes over,
   so that the mixed derivative in ``params`` and in those is the derivative of the estimate.
+
+  An infinite parameter (a logit of -inf masking a category) contributes exactly 0 in value, not
+  ``inf - inf = NaN``, and no gradient; a NaN parameter still propagates.
   """
   leaves, treedef = jax.tree.flatten(params)
   grad_leaves = treedef.flatten_up_to(grads)  # type: ignore[attr-defined]  # jaxlib stubs lack it
   terms = [
-    jnp.sum(g * (p - jax.lax.stop_gradient(p)))
+    jnp.sum(g * jnp.where(jnp.isinf(p), jnp.zeros_like(p), p - jax.lax.stop_gradient(p)))
     for p, g in zip(leaves, grad_leaves)
     if g is not None and is_differentiable(p)
   ]
