@@ -73,6 +73,23 @@ class DiscreteView(NamedTuple):
     return self.num_categories**self.num_variables
 
 
+def saturation(dtype: Any) -> float:
+  """The finite stand-in ``C`` of an infinite logit: ``exp(-C)`` is 0 in ``dtype`` and ``C**2`` is finite."""
+  return float(jnp.finfo(dtype).max) ** 0.25
+
+
+def finite_logits(logits: Array) -> Array:
+  r"""Infinite logits replaced by :math:`\pm C` (:func:`saturation`), with a zero derivative there.
+
+  A logit of ``-inf`` masks a category (a bit of ``+-inf`` is deterministic). With :math:`C` instead, every
+  probability, sample and log-probability of a category that can be drawn is the same number (``exp(-C)``
+  underflows to 0 and no noise reaches ``C``), and the arithmetic of the estimators (differences of noisy logits,
+  controls evaluated at them, ``0 * log p`` terms) stays finite. NaN logits stay NaN.
+  """
+  c = saturation(logits.dtype)
+  return jnp.where(jnp.isinf(logits), jnp.sign(logits) * jnp.asarray(c, logits.dtype), logits)
+
+
 def discrete_view(dist: Any, *, who: str, kinds: tuple[str, ...] = (BERNOULLI, CATEGORICAL)) -> DiscreteView:
   """The :class:`DiscreteView` of ``dist``; a ``TypeError`` naming ``who`` if ``dist`` is not supported.
 
@@ -87,13 +104,14 @@ def discrete_view(dist: Any, *, who: str, kinds: tuple[str, ...] = (BERNOULLI, C
   if family is not None:
     shape = distributions.sample_shape(dist)
     dtype = distributions.one_sample(dist).dtype
+    logits = finite_logits(family.logits)
     if family.kind == BERNOULLI:
-      view = DiscreteView(BERNOULLI, jnp.broadcast_to(family.logits, shape), False, dtype)
+      view = DiscreteView(BERNOULLI, jnp.broadcast_to(logits, shape), False, dtype)
     else:
       one_hot = family.kind == distributions.ONE_HOT
-      num_categories = family.logits.shape[-1]
+      num_categories = logits.shape[-1]
       variables = shape[:-1] if one_hot else shape
-      logits = jnp.broadcast_to(family.logits, variables + (num_categories,))
+      logits = jnp.broadcast_to(logits, variables + (num_categories,))
       view = DiscreteView(CATEGORICAL, jax.nn.log_softmax(logits, axis=-1), one_hot, dtype)
   if view is None or view.kind not in kinds:
     names = {
