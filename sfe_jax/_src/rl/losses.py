@@ -1,6 +1,7 @@
 r"""Policy-gradient losses on batched trajectories: REINFORCE, actor-critic (A2C) and PPO.
 
-The conventions (``[B, T]`` arrays, ``mask``, the surrogate sign) are those of :mod:`sfe_jax._src.rl.returns`.
+The conventions (``[B, T]`` arrays, ``mask``, the surrogate sign) and the handling of non-finite values (ignored
+padding; NaN for an array hyperparameter out of its range) are those of :mod:`sfe_jax._src.rl.returns`.
 
 References:
   Williams, "Simple statistical gradient-following algorithms for connectionist reinforcement learning", 1992.
@@ -15,7 +16,18 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from sfe_jax._src.rl.returns import check_bt, check_unit, discounted_returns, float_mask, gae, masked_mean, time_weights
+from sfe_jax._src.rl.returns import (
+  check_bt,
+  check_clip,
+  check_positive,
+  check_unit,
+  discounted_returns,
+  float_mask,
+  gae,
+  masked_mean,
+  time_weights,
+  zero_padding,
+)
 from sfe_jax._src.variance.baselines import Baseline
 
 Array = jax.Array
@@ -113,7 +125,8 @@ def reinforce_loss(
   gamma = check_unit("gamma", gamma, fn)
   b, t = log_probs.shape
   dtype = jnp.result_type(log_probs.dtype, rewards.dtype, float)
-  m = float_mask(mask, dtype)
+  m = float_mask(mask, dtype, gamma)
+  log_probs = zero_padding(log_probs, mask)
   g = discounted_returns(rewards, mask, gamma).astype(dtype)
   if reward_to_go:
     returns = g
@@ -128,7 +141,7 @@ def reinforce_loss(
     assert baseline.batch_compute is not None  # check_baseline refused the others
     adv = returns - baseline.batch_compute(returns, m)
   else:
-    values = check_bt("baseline", baseline, log_probs.shape, fn)
+    values = zero_padding(check_bt("baseline", baseline, log_probs.shape, fn), mask)
     adv = returns - values.astype(dtype)
   terms = m * weights * log_probs.astype(dtype) * jax.lax.stop_gradient(adv * m)
   return -jnp.sum(terms) / b
@@ -201,9 +214,11 @@ def actor_critic_loss(
   rewards = check_bt("rewards", rewards, log_probs.shape, fn)
   mask = check_bt("mask", mask, log_probs.shape, fn)
   gamma = check_unit("gamma", gamma, fn)
+  lam = check_unit("lam", lam, fn)
   b, t = log_probs.shape
   dtype = jnp.result_type(log_probs.dtype, values.dtype, rewards.dtype, float)
-  m = float_mask(mask, dtype)
+  m = float_mask(mask, dtype, gamma, lam)
+  log_probs, values = zero_padding(log_probs, mask), zero_padding(values, mask)
   adv = jax.lax.stop_gradient(gae(rewards, jax.lax.stop_gradient(values), mask, gamma, lam, bootstrap_value)).astype(
     dtype
   )
@@ -214,7 +229,7 @@ def actor_critic_loss(
   if entropies is None:
     entropy = jnp.zeros((), dtype)
   else:
-    entropies = check_bt("entropies", entropies, log_probs.shape, fn)
+    entropies = zero_padding(check_bt("entropies", entropies, log_probs.shape, fn), mask)
     entropy = jnp.sum(m * entropies.astype(dtype)) / b
   loss = policy_loss + value_coef * value_loss - entropy_coef * entropy
   return loss, ActorCriticTerms(policy_loss, value_loss, entropy, adv)
@@ -239,7 +254,7 @@ def ppo_loss(
     old_log_probs: ``[B, T]`` under the policy that collected the data.
     advantages: ``[B, T]`` advantages (e.g. :func:`gae`), treated as constants.
     mask: ``[B, T]`` validity mask.
-    clip_eps: the clipping radius, ``> 0``.
+    clip_eps: the clipping radius, ``> 0`` (an array that is not gives NaN).
 
   Returns:
     A scalar loss.
@@ -260,13 +275,14 @@ def ppo_loss(
   old_log_probs = check_bt("old_log_probs", old_log_probs, log_probs.shape, fn)
   advantages = check_bt("advantages", advantages, log_probs.shape, fn)
   mask = check_bt("mask", mask, log_probs.shape, fn)
-  if isinstance(clip_eps, (int, float)) and not clip_eps > 0:
-    raise ValueError(f"`clip_eps` of {fn} must be positive; got {clip_eps}.")
+  eps = check_positive("clip_eps", clip_eps, fn)
   dtype = jnp.result_type(log_probs.dtype, float)
-  m = float_mask(mask, dtype)
-  ratio = jnp.exp((log_probs - jax.lax.stop_gradient(old_log_probs)) * m)
+  m = float_mask(mask, dtype, eps)
+  log_probs, old_log_probs, advantages = (zero_padding(x, mask) for x in (log_probs, old_log_probs, advantages))
+  ratio = jnp.exp((log_probs - jax.lax.stop_gradient(old_log_probs)).astype(dtype))
   adv = jax.lax.stop_gradient(advantages.astype(dtype))
-  objective = jnp.minimum(ratio * adv, jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * adv)
+  eps = eps.astype(dtype)
+  objective = jnp.minimum(ratio * adv, jnp.clip(ratio, 1.0 - eps, 1.0 + eps) * adv)
   return -masked_mean(objective, m)
 
 
@@ -285,7 +301,7 @@ def ppo_value_loss(
     old_values: ``[B, T]`` the values when the data was collected.
     returns: ``[B, T]`` regression targets (e.g. ``gae(...) + old_values``), treated as constants.
     mask: ``[B, T]`` validity mask.
-    clip_eps: the clipping radius, or ``None``.
+    clip_eps: the clipping radius, ``> 0`` (an array that is not gives NaN), or ``None``.
 
   Returns:
     A scalar loss.
@@ -300,14 +316,15 @@ def ppo_value_loss(
   old_values = check_bt("old_values", old_values, values.shape, fn)
   returns = check_bt("returns", returns, values.shape, fn)
   mask = check_bt("mask", mask, values.shape, fn)
+  eps = check_clip("clip_eps", clip_eps, fn)
   dtype = jnp.result_type(values.dtype, float)
-  m = float_mask(mask, dtype)
-  targets = jax.lax.stop_gradient(returns.astype(dtype))
+  m = float_mask(mask, dtype, eps)
+  values, old_values, returns = (zero_padding(x, mask).astype(dtype) for x in (values, old_values, returns))
+  targets = jax.lax.stop_gradient(returns)
   loss = (values - targets) ** 2
-  if clip_eps is not None:
-    if isinstance(clip_eps, (int, float)) and not clip_eps > 0:
-      raise ValueError(f"`clip_eps` of {fn} must be positive or None; got {clip_eps}.")
-    old = jax.lax.stop_gradient(old_values.astype(dtype))
-    clipped = old + jnp.clip(values - old, -clip_eps, clip_eps)
+  if eps is not None:
+    eps = eps.astype(dtype)
+    old = jax.lax.stop_gradient(old_values)
+    clipped = old + jnp.clip(values - old, -eps, eps)
     loss = jnp.maximum(loss, (clipped - targets) ** 2)
   return 0.5 * masked_mean(loss, m)

@@ -161,7 +161,7 @@ def model_based_objective(
     init_state: ``s_0``.
     key: a JAX PRNG key.
     horizon: the number of steps ``T`` (static).
-    gamma: the discount in [0, 1].
+    gamma: the discount in [0, 1] (an array outside it gives NaN).
     estimator: ``"pathwise"`` or ``"score_function"``.
     num_trajectories: ``N``, the number of trajectories averaged (static).
     baseline: for ``"score_function"``: ``None`` or a baseline of :mod:`sfe_jax.baselines` that works over

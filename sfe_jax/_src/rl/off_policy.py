@@ -1,6 +1,8 @@
 r"""Off-policy corrections: importance weights, off-policy value estimates and V-trace.
 
-The conventions (``[B, T]`` arrays, ``mask``) are those of :mod:`sfe_jax._src.rl.returns`.
+The conventions (``[B, T]`` arrays, ``mask``) and the handling of non-finite values (ignored padding; NaN for
+an array hyperparameter out of its range; products of ratios in log space) are those of
+:mod:`sfe_jax._src.rl.returns`.
 
 References:
   Precup, Sutton and Singh, "Eligibility traces for off-policy policy evaluation", 2000.
@@ -10,20 +12,22 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from sfe_jax._src.rl.returns import (
   check_bt,
+  check_clip,
+  check_positive,
   check_unit,
   continues,
   float_mask,
   next_values,
   reverse_accumulate,
   time_weights,
+  zero_padding,
 )
 
 Array = jax.Array
@@ -32,6 +36,31 @@ Array = jax.Array
 # ----------------------------------------------------------------------------------------------------------
 # Off-policy corrections.
 # ----------------------------------------------------------------------------------------------------------
+
+
+def log_ratios(target_log_probs: Array, behaviour_log_probs: Array, mask: Array, fn: str) -> tuple[Array, Array]:
+  """Checked ``(log rho, mask)``: ``[B, T]`` log-ratios ``log pi - sg(log mu)``, 0 on the padding (a select)."""
+  target_log_probs = check_bt("target_log_probs", target_log_probs, fn=fn)
+  behaviour_log_probs = check_bt("behaviour_log_probs", behaviour_log_probs, target_log_probs.shape, fn)
+  mask = check_bt("mask", mask, target_log_probs.shape, fn)
+  dtype = jnp.result_type(target_log_probs.dtype, float)
+  target, behaviour = (zero_padding(x, mask).astype(dtype) for x in (target_log_probs, behaviour_log_probs))
+  return target - jax.lax.stop_gradient(behaviour), mask
+
+
+def exp_weighted_sum(log_w: Array, coef: Array, divisor: int) -> Array:
+  r""":math:`\frac1n \sum_i c_i e^{w_i}` whose intermediates neither overflow nor underflow when the result is finite.
+
+  The exponents are shifted by their largest value over the terms with :math:`c_i \ne 0` (a constant: the
+  gradient is exact), and the sum is scaled back by two factors, each a finite float, in the order that keeps
+  the partial product finite. Terms with :math:`c_i = 0` contribute 0 and a zero gradient, whatever :math:`w_i`.
+  """
+  used = coef != 0
+  shift = jax.lax.stop_gradient(jnp.max(jnp.where(used, log_w, -jnp.inf)))
+  shift = jnp.where(jnp.isfinite(shift), shift, 0.0)  # all weights 0 (-inf), or an inf / NaN that must show
+  total = jnp.sum(coef * jnp.exp(jnp.where(used, log_w, shift) - shift)) / divisor
+  near = jnp.clip(shift, -80.0, 80.0)  # exp(near) is a normal float32; exp(shift - near) is 1 unless |shift| > 80
+  return total * jnp.exp(shift - near) * jnp.exp(near)
 
 
 def importance_weights(target_log_probs: Array, behaviour_log_probs: Array, mask: Array) -> Array:
@@ -54,13 +83,7 @@ def importance_weights(target_log_probs: Array, behaviour_log_probs: Array, mask
     ...                       jnp.array([[1, 0]]))
     Array([[2., 1.]], dtype=float32)
   """
-  fn = "importance_weights"
-  target_log_probs = check_bt("target_log_probs", target_log_probs, fn=fn)
-  behaviour_log_probs = check_bt("behaviour_log_probs", behaviour_log_probs, target_log_probs.shape, fn)
-  mask = check_bt("mask", mask, target_log_probs.shape, fn)
-  dtype = jnp.result_type(target_log_probs.dtype, float)
-  m = float_mask(mask, dtype)
-  return jnp.exp(m * (target_log_probs - jax.lax.stop_gradient(behaviour_log_probs)).astype(dtype))
+  return jnp.exp(log_ratios(target_log_probs, behaviour_log_probs, mask, "importance_weights")[0])
 
 
 OFF_POLICY_ESTIMATORS = ("ordinary", "weighted", "per_decision", "truncated")
@@ -80,7 +103,9 @@ def off_policy_value(
   The result is a differentiable scalar: its value estimates :math:`J(\pi) = E_\pi[\sum_t \gamma^t r_t]` and
   its ``jax.grad`` with respect to the target policy's parameters (through ``target_log_probs``) estimates
   :math:`\nabla J(\pi)`. With :math:`\rho_t` from :func:`importance_weights`, :math:`W = \prod_t \rho_t`, and
-  :math:`R = \sum_t \gamma^t r_t`:
+  :math:`R = \sum_t \gamma^t r_t` (all computed in log space: ``"weighted"`` as a softmax over :math:`\log W`, the
+  others as shifted sums of :math:`\exp(\sum \log\rho + t\log\gamma)`, so that no product of ratios overflows or
+  underflows when the estimate itself is a finite float):
 
   * ``"ordinary"``: :math:`\frac1B \sum_b W_b R_b`. Unbiased (value and gradient); variance grows
     exponentially with the horizon through the product of ratios.
@@ -103,7 +128,8 @@ def off_policy_value(
     mask: ``[B, T]`` validity mask.
     gamma: discount in ``[0, 1]``.
     estimator: one of ``"ordinary"``, ``"weighted"``, ``"per_decision"``, ``"truncated"``.
-    clip_rho: the truncation level ``rho_bar > 0`` of ``"truncated"`` (ignored by the others).
+    clip_rho: the truncation level ``rho_bar > 0`` of ``"truncated"`` (ignored by the others; an array that
+      is not positive gives NaN).
 
   Returns:
     A scalar.
@@ -124,24 +150,25 @@ def off_policy_value(
   fn = "off_policy_value"
   if estimator not in OFF_POLICY_ESTIMATORS:
     raise ValueError(f"`estimator` of {fn} must be one of {OFF_POLICY_ESTIMATORS}; got {estimator!r}.")
-  rho = importance_weights(target_log_probs, behaviour_log_probs, mask)
-  rewards = check_bt("rewards", rewards, rho.shape, fn)
+  log_rho, mask = log_ratios(target_log_probs, behaviour_log_probs, mask, fn)
+  rewards = check_bt("rewards", rewards, log_rho.shape, fn)
   gamma = check_unit("gamma", gamma, fn)
-  b, t = rho.shape
-  dtype = rho.dtype
-  m = float_mask(mask, dtype)
-  disc = time_weights(gamma, t, dtype) * m * rewards.astype(dtype)
-  if estimator in ("ordinary", "weighted"):
-    w = jnp.prod(rho, axis=1)
-    ret = jnp.sum(disc, axis=1)
-    if estimator == "ordinary":
-      return jnp.mean(w * ret)
-    return jnp.sum(w * ret) / jnp.sum(w)
-  if estimator == "truncated":
-    if clip_rho is None or (isinstance(clip_rho, (int, float)) and not clip_rho > 0):
-      raise ValueError(f"`clip_rho` of {fn} must be positive for estimator='truncated'; got {clip_rho}.")
-    rho = jnp.minimum(rho, clip_rho)
-  return jnp.sum(disc * jnp.cumprod(rho, axis=1)) / b
+  clip = check_positive("clip_rho", clip_rho, fn) if estimator == "truncated" else None
+  b, t = log_rho.shape
+  dtype = log_rho.dtype
+  m = float_mask(mask, dtype, gamma, clip)
+  r = zero_padding(rewards, mask).astype(dtype) * m
+  if estimator == "weighted":  # a softmax over the log-weights: no product of ratios is ever formed
+    returns = jnp.sum(time_weights(gamma, t, dtype) * r, axis=1)
+    return jnp.sum(jax.nn.softmax(jnp.sum(log_rho, axis=1)) * returns)
+  # log(gamma^t prod rho) as t log gamma + a sum of log-ratios: neither gamma^t nor the product under/overflows.
+  steps = jnp.arange(t, dtype=dtype)[None, :]
+  log_disc = jnp.where(steps > 0, steps * jnp.log(gamma.astype(dtype)), 0.0)
+  if estimator == "ordinary":
+    return exp_weighted_sum(jnp.sum(log_rho, axis=1, keepdims=True) + log_disc, r, b)
+  if clip is not None:
+    log_rho = jnp.minimum(log_rho, jnp.log(clip.astype(dtype)))
+  return exp_weighted_sum(jnp.cumsum(log_rho, axis=1) + log_disc, r, b)
 
 
 class VTrace(NamedTuple):
@@ -149,17 +176,6 @@ class VTrace(NamedTuple):
 
   vs: Array
   pg_advantages: Array
-
-
-def check_clip(name: str, value: Any, fn: str) -> Array | None:
-  if value is None:
-    return None
-  if isinstance(value, (int, float, np.integer, np.floating)) and not float(value) > 0:
-    raise ValueError(f"`{name}` of {fn} must be positive or None (no clipping); got {value}.")
-  value = jnp.asarray(value)
-  if value.shape != ():
-    raise ValueError(f"`{name}` of {fn} must be a scalar; got shape {value.shape}.")
-  return value
 
 
 def vtrace(
@@ -215,7 +231,9 @@ def vtrace(
     bootstrap_value: ``[B]`` value of the state after step ``T - 1`` (``None``: 0, terminal).
     clip_rho: :math:`\bar\rho`, the truncation of the ratios in the temporal differences (``None``: none).
     clip_c: :math:`\bar c`, the truncation of the trace coefficients (``None``: none).
-    clip_pg_rho: the truncation of the ratio of the policy-gradient advantages (``None``: none).
+    clip_pg_rho: the truncation of the ratio of the policy-gradient advantages (``None``: none). The clip
+      levels are positive (``inf`` is no clipping); an array that is not gives NaN outputs. Ratios are clipped
+      in log space, :math:`\min(\log\rho, \log\bar c)`: an infinite ratio is clipped to the level.
     lam: :math:`\lambda` in ``[0, 1]``, an extra factor on the traces.
 
   Returns:
@@ -233,23 +251,27 @@ def vtrace(
     architectures", 2018.
   """
   fn = "vtrace"
-  rho = jax.lax.stop_gradient(importance_weights(target_log_probs, behaviour_log_probs, mask))
-  rewards = check_bt("rewards", rewards, rho.shape, fn)
-  values = check_bt("values", values, rho.shape, fn)
+  log_rho, mask = log_ratios(target_log_probs, behaviour_log_probs, mask, fn)
+  rewards = check_bt("rewards", rewards, log_rho.shape, fn)
+  values = check_bt("values", values, log_rho.shape, fn)
   gamma = check_unit("gamma", gamma, fn)
   lam = check_unit("lam", lam, fn)
   clips = [
     check_clip(name, value, fn)
     for name, value in (("clip_rho", clip_rho), ("clip_c", clip_c), ("clip_pg_rho", clip_pg_rho))
   ]
-  rho_bar, c_bar, pg_bar = (rho if c is None else jnp.minimum(rho, c) for c in clips)
-  dtype = jnp.result_type(rho.dtype, rewards.dtype, values.dtype)
-  m = float_mask(mask, dtype)
-  v = jax.lax.stop_gradient(values.astype(dtype)) * m
+  dtype = jnp.result_type(log_rho.dtype, rewards.dtype, values.dtype)
+  log_rho = jax.lax.stop_gradient(log_rho.astype(dtype))
+  # Clipped in log space, min(log rho, log c): an infinite ratio becomes c, never inf * 0.
+  rho_bar, c_bar, pg_bar = (
+    jnp.exp(log_rho if c is None else jnp.minimum(log_rho, jnp.log(c.astype(dtype)))) for c in clips
+  )
+  m = float_mask(mask, dtype, gamma, lam, *clips)
+  v = jax.lax.stop_gradient(zero_padding(values, mask).astype(dtype)) * m
   g = gamma.astype(dtype)
   bootstrap = None if bootstrap_value is None else jax.lax.stop_gradient(jnp.asarray(bootstrap_value, dtype))
   next_v = next_values(v, m, bootstrap, fn)
-  r = rewards.astype(dtype) * m
+  r = zero_padding(rewards, mask).astype(dtype) * m
   deltas = m * rho_bar * (r + g * next_v - v)
   vs = v + reverse_accumulate(deltas, g * lam.astype(dtype) * c_bar * continues(m)) * m
   # v_{s+1}: the next step's target, the bootstrap value at a cut-off, 0 after a terminal step.

@@ -16,6 +16,26 @@ for any baseline ``b_t`` that does not depend on ``a_t`` or later. The losses (:
 the rest of the library: ``-jax.grad(loss)`` with respect to the policy parameters is the gradient estimate
 (the log-probabilities carry the gradient; returns, advantages and baselines are wrapped in ``stop_gradient``).
 
+Non-finite values: nothing is silently wrong.
+
+* Padding is ignored whatever it holds: every padded entry of every ``[B, T]`` input, and the
+  ``bootstrap_value`` of a trajectory that ends before step ``T - 1``, is replaced by 0 with a select (not a
+  product: ``nan * 0`` is NaN) before any arithmetic. NaN or infinite padding changes neither the values nor
+  the gradients, and the gradient at padded entries is exactly 0.
+* On valid steps, non-finite inputs are data and follow IEEE arithmetic. A log-probability of ``-inf`` (an
+  action impossible under that policy) makes REINFORCE and actor-critic losses infinite (NaN where its
+  advantage is 0); as a *target* log-probability it gives an importance ratio of 0, and the off-policy
+  estimates and their gradients stay finite and exact (the trajectory weighs 0 from that step on); as a
+  *behaviour* one an infinite ratio: infinite or NaN estimates, unless a clip level bounds it (``"truncated"``,
+  V-trace). NaN inputs give NaN.
+* Products of importance ratios are computed in log space (sums of log-ratios, shifted sums of exponentials,
+  a softmax for the self-normalised estimate): long horizons neither overflow nor underflow float32 when the
+  result itself is a finite float.
+* Hyperparameters (``gamma``, ``lam``, clip levels) out of their range raise ``ValueError`` when given as
+  Python numbers. A JAX array (traced or not) cannot be checked at trace time: out of its range, or NaN, it
+  makes every output NaN, and the gradient at every valid step, never a plausible number.
+* Empty batches (``B = 0`` or ``T = 0``) raise ``ValueError`` at trace time.
+
 References:
   Williams, "Simple statistical gradient-following algorithms for connectionist reinforcement learning", 1992.
   Schulman et al., "High-dimensional continuous control using generalized advantage estimation", 2016.
@@ -44,21 +64,62 @@ def check_bt(name: str, x: Any, shape: tuple | None = None, fn: str = "") -> Arr
     raise ValueError(f"`{name}`{where} must have shape [B, T] (trajectories x time steps); got shape {x.shape}.")
   if shape is not None and x.shape != shape:
     raise ValueError(f"`{name}`{where} must have the shape of `rewards`/`log_probs`, {shape}; got {x.shape}.")
+  if 0 in x.shape:
+    raise ValueError(
+      f"`{name}`{where} must hold at least one trajectory and one step (B, T >= 1); got shape {x.shape}."
+    )
   return x
 
 
-def check_unit(name: str, value: Any, fn: str) -> Array:
-  if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-    if not 0.0 <= float(value) <= 1.0:
-      raise ValueError(f"`{name}` of {fn} must lie in [0, 1]; got {value}.")
+def _scalar(name: str, value: Any, fn: str) -> Array:
   value = jnp.asarray(value)
   if value.shape != ():
     raise ValueError(f"`{name}` of {fn} must be a scalar; got shape {value.shape}.")
+  if not jnp.issubdtype(value.dtype, jnp.inexact):
+    value = value.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
   return value
 
 
-def float_mask(mask: Array, dtype) -> Array:
-  return jnp.asarray(mask).astype(dtype)
+def _is_number(value: Any) -> bool:
+  return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def check_unit(name: str, value: Any, fn: str) -> Array:
+  """A scalar in ``[0, 1]``: a Python number outside raises; an array outside (or NaN) becomes NaN."""
+  if _is_number(value) and not 0.0 <= float(value) <= 1.0:
+    raise ValueError(f"`{name}` of {fn} must lie in [0, 1]; got {value}.")
+  value = _scalar(name, value, fn)
+  # An array cannot be checked at trace time: out of range it is NaN, and so is every output (float_mask).
+  return jnp.where((value >= 0) & (value <= 1), value, jnp.nan)
+
+
+def check_positive(name: str, value: Any, fn: str, or_none: str = "") -> Array:
+  """A positive scalar (``inf`` allowed): as :func:`check_unit`, a Python number raises, an array becomes NaN."""
+  if value is None or (_is_number(value) and not float(value) > 0):
+    raise ValueError(f"`{name}` of {fn} must be positive{or_none}; got {value}.")
+  value = _scalar(name, value, fn)
+  return jnp.where(value > 0, value, jnp.nan)
+
+
+def check_clip(name: str, value: Any, fn: str) -> Array | None:
+  """A clip level: ``None`` (no clipping) or :func:`check_positive`."""
+  return None if value is None else check_positive(name, value, fn, " or None (no clipping)")
+
+
+def float_mask(mask: Array, dtype, *hyperparameters: Array | None) -> Array:
+  """The mask as ``dtype``; all NaN if a checked hyperparameter is NaN (out of range), so that every output,
+  and the gradient at every valid step, is NaN."""
+  m = jnp.asarray(mask).astype(dtype)
+  for h in hyperparameters:
+    if h is not None:
+      m = jnp.where(jnp.isnan(h), jnp.nan, m)
+  return m
+
+
+def zero_padding(x: Array, mask: Array) -> Array:
+  """``x`` with every padded entry replaced by 0: a select, so the padding (even NaN or inf) never reaches the
+  arithmetic, and the cotangent at padded entries is exactly 0."""
+  return jnp.where(jnp.asarray(mask).astype(bool), x, jnp.zeros((), x.dtype))
 
 
 def reverse_accumulate(x: Array, decay: Array) -> Array:
@@ -81,7 +142,9 @@ def next_values(v: Array, m: Array, bootstrap_value: Array | None, fn: str) -> A
   bootstrap_value = jnp.asarray(bootstrap_value, v.dtype)
   if bootstrap_value.shape != (b,):
     raise ValueError(f"`bootstrap_value` of {fn} must have shape [B] = ({b},); got {bootstrap_value.shape}.")
-  return jnp.concatenate([v[:, 1:], bootstrap_value[:, None] * m[:, -1:]], axis=1)
+  # A select: the value of a trajectory that ends before T - 1 is ignored, whatever it holds.
+  last = jnp.where(m[:, -1:] != 0, bootstrap_value[:, None], jnp.zeros((), v.dtype))
+  return jnp.concatenate([v[:, 1:], last], axis=1)
 
 
 def continues(m: Array) -> Array:
@@ -93,7 +156,8 @@ def time_weights(gamma: Array, num_steps: int, dtype, discount: bool = True) -> 
   """``[1, T]`` per-step weights ``gamma^t`` (or ones without ``discount``), explicitly ranked against ``[B, T]``."""
   if not discount:
     return jnp.ones((1, num_steps), dtype)
-  return gamma.astype(dtype) ** jnp.arange(num_steps, dtype=dtype)[None, :]
+  g = gamma.astype(dtype)
+  return g ** jnp.arange(num_steps, dtype=dtype)[None, :] + 0 * g  # + 0 * g: a NaN gamma reaches t = 0 too
 
 
 def masked_mean(x: Array, m: Array) -> Array:
@@ -114,7 +178,8 @@ def discounted_returns(rewards: Array, mask: Array, gamma: float | Array) -> Arr
     gamma: the discount, a scalar in ``[0, 1]``.
 
   Returns:
-    ``[B, T]`` returns, 0 on padded steps. ``G[:, 0]`` is each trajectory's discounted return.
+    ``[B, T]`` returns, 0 on padded steps (all NaN for an array ``gamma`` outside ``[0, 1]``). ``G[:, 0]`` is
+    each trajectory's discounted return.
 
   Examples:
     >>> import jax.numpy as jnp, sfe_jax.rl as rl
@@ -125,8 +190,8 @@ def discounted_returns(rewards: Array, mask: Array, gamma: float | Array) -> Arr
   mask = check_bt("mask", mask, rewards.shape, "discounted_returns")
   gamma = check_unit("gamma", gamma, "discounted_returns")
   dtype = jnp.result_type(rewards.dtype, float)
-  m = float_mask(mask, dtype)
-  return reverse_accumulate(rewards.astype(dtype) * m, gamma.astype(dtype) * m)
+  m = float_mask(mask, dtype, gamma)
+  return reverse_accumulate(zero_padding(rewards, mask).astype(dtype) * m, gamma.astype(dtype) * m)
 
 
 def gae(
@@ -155,10 +220,11 @@ def gae(
     mask: ``[B, T]`` validity mask (1 on the valid prefix).
     gamma: the discount in ``[0, 1]``.
     lam: GAE's ``lambda`` in ``[0, 1]``.
-    bootstrap_value: ``[B]`` values of the state after step ``T - 1``; ``None`` means 0 (terminal).
+    bootstrap_value: ``[B]`` values of the state after step ``T - 1``; ``None`` means 0 (terminal). Ignored
+      (whatever it holds) for trajectories that end before ``T - 1``.
 
   Returns:
-    ``[B, T]`` advantages, 0 on padded steps.
+    ``[B, T]`` advantages, 0 on padded steps (all NaN for an array ``gamma`` or ``lam`` outside ``[0, 1]``).
 
   Examples:
     >>> import jax.numpy as jnp, sfe_jax.rl as rl
@@ -174,8 +240,8 @@ def gae(
   gamma = check_unit("gamma", gamma, "gae")
   lam = check_unit("lam", lam, "gae")
   dtype = jnp.result_type(rewards.dtype, values.dtype, float)
-  m = float_mask(mask, dtype)
-  v = values.astype(dtype) * m
+  m = float_mask(mask, dtype, gamma, lam)
+  v = zero_padding(values, mask).astype(dtype) * m
   g = gamma.astype(dtype)
-  deltas = m * (rewards.astype(dtype) * m + g * next_values(v, m, bootstrap_value, "gae") - v)
+  deltas = m * (zero_padding(rewards, mask).astype(dtype) * m + g * next_values(v, m, bootstrap_value, "gae") - v)
   return reverse_accumulate(deltas, g * lam.astype(dtype) * continues(m)) * m
