@@ -40,7 +40,7 @@ PUBLIC = {
     "constant": ("value",),
     "leave_one_out": (),
     "moving_average": ("decay",),
-    "MovingAverageState": ("average", "count"),
+    "MovingAverageState": ("average", "count", "skipped"),
     "optimal": (),
   },
   "sfe_jax.control_variates": {

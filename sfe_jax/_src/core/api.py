@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import jax
 
-from sfe_jax._src.core import checks
+from sfe_jax._src.core import checks, distributions, finite
 from sfe_jax._src.core.differentiation import ParamsSplit, first_order, stop_gradient
 from sfe_jax._src.core.types import Array, CostFn, DistBuilder, Estimator, Objective, Params, PRNGKey, State
 
@@ -53,10 +53,18 @@ def call_surrogate(
   num_samples: int,
   state: State,
 ) -> tuple[Array, State]:
-  """``computation.surrogate``, with the derivative-order guard on ``params`` for first-order ones."""
+  """``computation.surrogate`` under the library's rules (:mod:`sfe_jax._src.core.finite`).
+
+  float16/bfloat16 params are computed in float32; a NaN in params or an out-of-domain parameter of the
+  distribution makes the value and every derivative NaN; first-order computations get the derivative-order guard.
+  """
+  params = finite.upcast(params)
+  stopped = stop_gradient(params)
+  bad = finite.any_nan(stopped) | distributions.out_of_domain(checks.build_distribution(dist_builder, stopped))
   if computation.max_order == 1:
     params = first_order(params, computation.name)
-  return computation.surrogate(f, dist_builder, params, key, num_samples, state)
+  value, new_state = computation.surrogate(f, dist_builder, params, key, num_samples, state)
+  return finite.poison(value, bad), new_state
 
 
 def value_and_grad_of(

@@ -25,6 +25,7 @@ file. numpyro is optional: it is looked up only when a numpyro distribution is p
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import distrax
@@ -219,6 +220,102 @@ def unwrap(dist: Any) -> Any:
       dist = dist.base_dist
     else:
       return dist
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Squashed distributions: log_prob from the pre-image of a sample, never by inverting a saturated tanh.
+# ----------------------------------------------------------------------------------------------------------
+
+
+class Squashed(NamedTuple):
+  """A distribution ``y = g(x)``, ``x ~ base``, with ``g`` an elementwise, parameter-free squash (tanh, sigmoid).
+
+  Attributes:
+    base: the distribution of ``x``, with the wrappers (``Independent``) of the squashed one moved onto it.
+    forward: ``g``, elementwise.
+    log_det: ``log |g'(x)|``, elementwise, computed from ``x`` (finite where ``g(x)`` rounds to the bound).
+  """
+
+  base: Any
+  forward: Callable[[Array], Array]
+  log_det: Callable[[Array], Array]
+
+
+def _squash(bijector: Any) -> tuple[Callable, Callable] | None:
+  """``(forward, log_det)`` of a parameter-free elementwise squash of distrax, TFP or numpyro; else ``None``."""
+  if isinstance(bijector, distrax.Block):
+    bijector = bijector.bijector
+  if isinstance(bijector, (distrax.Tanh, distrax.Sigmoid)):  # subclasses too: rl.TanhNormal's clipped tanh
+    return bijector.forward, bijector.forward_log_det_jacobian
+  if type(bijector) is tfp.bijectors.Tanh or (
+    type(bijector) is tfp.bijectors.Sigmoid and bijector.low is None and bijector.high is None
+  ):
+    return bijector.forward, lambda x: bijector.forward_log_det_jacobian(x, event_ndims=0)
+  nd = _numpyro()
+  if nd is not None and type(bijector) is nd.transforms.SigmoidTransform:
+    return bijector, lambda x: bijector.log_abs_det_jacobian(x, bijector(x))
+  return None
+
+
+def squashed(dist: Any) -> Squashed | None:
+  """The :class:`Squashed` form of a tanh- or sigmoid-transformed distribution (under ``Independent``); else None.
+
+  Such a squash rounds to its bound (``tanh(u) == 1`` in float32 for ``u > 9.01``), and ``log_prob`` of the
+  rounded sample inverts it to ``inf`` and returns NaN. Computed from the pre-image instead,
+  ``log p(y) = log p_base(x) - log |g'(x)|`` is exact, and so is its gradient in the base's parameters.
+  """
+  nd = _numpyro()
+  if isinstance(dist, (distrax.Independent, tfd.Independent)):
+    inner = squashed(dist.distribution)
+    if inner is None:
+      return None
+    wrap = distrax.Independent if isinstance(dist, distrax.Independent) else tfd.Independent
+    return inner._replace(base=wrap(inner.base, dist.reinterpreted_batch_ndims))
+  if nd is not None and isinstance(dist, nd.Independent):
+    inner = squashed(dist.base_dist)
+    return None if inner is None else inner._replace(base=inner.base.to_event(dist.reinterpreted_batch_ndims))
+  if isinstance(dist, distrax.Transformed) or isinstance(dist, tfd.TransformedDistribution):
+    squash = _squash(dist.bijector)
+    return None if squash is None else Squashed(dist.distribution, *squash)
+  if nd is not None and isinstance(dist, nd.TransformedDistribution) and len(dist.transforms) == 1:
+    squash = _squash(dist.transforms[0])
+    return None if squash is None else Squashed(dist.base_dist, *squash)
+  return None
+
+
+# Parameters that must be positive, by attribute name, in every library (``scale`` of location-scale families,
+# the shape parameters of Gamma/Beta/Dirichlet/StudentT). 0 is accepted: it is the degenerate limit.
+_POSITIVE_PARAMETERS = ("scale", "scale_diag", "concentration", "concentration0", "concentration1", "rate", "df")
+
+
+def _wrapped(dist: Any) -> list[Any]:
+  """``dist`` and every distribution it wraps (Independent, Transformed, numpyro's expand and masks)."""
+  out = []
+  while dist is not None and dist not in out:
+    out.append(dist)
+    dist = getattr(dist, "distribution", None) or getattr(dist, "base_dist", None)
+  return out
+
+
+def out_of_domain(dist: Any) -> Array:
+  """A boolean scalar: whether a parameter of ``dist`` is negative where it must be positive.
+
+  The samplers of these families do not check their parameters: ``Normal(loc, -1)`` draws ``loc - eps``, and a
+  pathwise or measure-valued gradient of it is a plausible wrong number. Attributes that are not arrays (TFP's
+  linear operators) are skipped; unknown families are never flagged.
+  """
+  flags = []
+  for d in _wrapped(dist):
+    for name in _POSITIVE_PARAMETERS:
+      try:
+        value = getattr(d, name, None)
+      except Exception:  # a property that cannot be computed for this distribution
+        continue
+      if isinstance(value, jax.Array) or hasattr(value, "__jax_array__") or type(value).__module__ == "numpy":
+        value = jnp.asarray(value)
+        if jnp.issubdtype(value.dtype, jnp.floating):
+          flags.append(jnp.any(value < 0))
+  return jnp.any(jnp.stack(flags)) if flags else jnp.asarray(False)
 
 
 # ----------------------------------------------------------------------------------------------------------

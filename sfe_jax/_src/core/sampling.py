@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -18,17 +18,47 @@ def sample(dist: Any, key: PRNGKey, num_samples: int) -> Array:
   return distributions.sample(dist, key, num_samples)
 
 
-def joint_log_prob(dist: Any, xs: Array) -> Array:
+class Draw(NamedTuple):
+  """Samples for ``f``, and the points at which :func:`joint_log_prob` evaluates their log-probabilities.
+
+  The points are the samples themselves, except for a tanh- or sigmoid-squashed distribution
+  (:func:`~sfe_jax._src.core.distributions.squashed`), where they are the pre-images of the samples.
+  """
+
+  samples: Array
+  points: Array
+
+
+def draw(dist: Any, key: PRNGKey, num_samples: int) -> Draw:
+  """``num_samples`` joint samples of ``dist`` (differentiable where its sampler is) and their log-prob points."""
+  squashed = distributions.squashed(dist)
+  if squashed is None:
+    xs = sample(dist, key, num_samples)
+    return Draw(xs, xs)
+  pre = sample(squashed.base, key, num_samples)
+  return Draw(squashed.forward(pre), pre)
+
+
+def joint_log_prob(dist: Any, points: Array) -> Array:
   """``log p(x)`` of each joint sample, summed over batch and event dimensions: shape ``(num_samples,)``.
 
+  ``points`` come from :func:`draw` on a distribution of the same form (``dist_builder`` at other parameter
+  values): the samples, or for a squashed distribution their pre-images ``x``, where
+  ``log p(g(x)) = log p_base(x) - log |g'(x)|`` is finite even when ``g(x)`` rounds to the squash's bound.
+
   ``log_prob`` is called on the stacked samples, the very array ``sample`` returned: TFP's bijectors cache the
-  pre-image of their samples, and only that array hits the cache (a per-sample slice would invert a saturated
-  ``Tanh`` or ``Sigmoid`` to ``inf``). Broadcasting the sample axis against the parameters is the distribution
-  library's own business, so it runs with rank promotion allowed even when the user's JAX raises on it.
+  pre-image of their samples, and only that array hits the cache. Broadcasting the sample axis against the
+  parameters is the distribution library's own business, so it runs with rank promotion allowed even when the
+  user's JAX raises on it.
   """
+  squashed = distributions.squashed(dist)
   with jax.numpy_rank_promotion("allow"):
-    logp = dist.log_prob(xs)
-  return jnp.reshape(logp, (xs.shape[0], -1)).sum(axis=1)
+    if squashed is None:
+      logp = dist.log_prob(points)
+    else:
+      logp = jnp.reshape(squashed.base.log_prob(points), (points.shape[0], -1)).sum(axis=1)
+      logp = logp - jnp.reshape(squashed.log_det(points), (points.shape[0], -1)).sum(axis=1)
+  return jnp.reshape(logp, (points.shape[0], -1)).sum(axis=1)
 
 
 def call_error(error: Exception, what: str, arg: Any) -> Exception:

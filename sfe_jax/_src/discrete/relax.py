@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sfe_jax._src.core import checks, differentiation, sampling, types
+from sfe_jax._src.core import checks, differentiation, finite, sampling, types
 from sfe_jax._src.discrete import views
 
 Array = jax.Array
@@ -44,12 +44,16 @@ class RelaxState(NamedTuple):
     control_params: the control variate's parameters (for :func:`rebar`, ``{"log_temperature", "scale"}``).
     opt_state: the state of the optimizer that trains them.
 
+    skipped: the number of calls whose control update was not finite (f or the control gave NaN or inf on the
+      batch); such an update is skipped, leaving ``control_params`` and ``opt_state`` as they were.
+
   Set ``control_params`` by hand (``state._replace(control_params=...)``) to estimate with any control; the
   estimator stays unbiased.
   """
 
   control_params: Any
   opt_state: Any
+  skipped: Any = np.zeros((), np.int32)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -121,7 +125,7 @@ def _estimator(
   def init(params):
     del params
     control_params = initial_control_params()
-    return RelaxState(control_params, optimizer.init(control_params))
+    return RelaxState(control_params, optimizer.init(control_params), jnp.zeros((), jnp.int32))
 
   def surrogate(f, dist_builder, params, key, num_samples, state):
     control_params = state.control_params
@@ -164,7 +168,10 @@ def _estimator(
 
     (_, grads), control_grads = jax.value_and_grad(variance_objective, has_aux=True)(control_params)
     updates, opt_state = optimizer.update(control_grads, state.opt_state, control_params)
-    new_state = RelaxState(optax.apply_updates(control_params, updates), opt_state)
+    (new_control_params, opt_state), skipped = finite.update_if_finite(
+      (control_params, state.opt_state), (optax.apply_updates(control_params, updates), opt_state), state.skipped
+    )
+    new_state = RelaxState(new_control_params, opt_state, skipped)
     # Zero in value and in its params-gradient; its derivative in what f closes over, then in params, is the
     # score-function estimate of that mixed derivative (the control terms have zero mean for every f).
     view = views.discrete_view(checks.build_distribution(dist_builder, params), who=name)

@@ -10,17 +10,18 @@ from sfe_jax._src.objectives import dice
 from sfe_jax._src.variance.baselines import Baseline
 
 
-def per_sample_scores(dist_builder, params, xs):
-  """``grad_params log p(x_i)`` for each sample ``x_i``: the structure of params with a leading ``N`` axis.
+def per_sample_scores(dist_builder, params, points):
+  """``grad_params log p(x_i)`` for each sample: the structure of params with a leading ``N`` axis.
 
-  Leaves of ``params`` that are not differentiated (see :func:`sfe_jax.value_and_grad`) get ``None``.
+  ``points`` are the log-prob points of :func:`sampling.draw`. Leaves of ``params`` that are not differentiated
+  (see :func:`sfe_jax.value_and_grad`) get ``None``.
   """
   split, diff = differentiation.split_params(differentiation.stop_gradient(params))
 
   def log_prob(d, x):
-    return jnp.sum(dist_builder(split.merge(d)).log_prob(x))
+    return sampling.joint_log_prob(dist_builder(split.merge(d)), x[None])[0]
 
-  return split.grads(jax.vmap(jax.grad(log_prob), in_axes=(None, 0))(diff, xs))
+  return split.grads(jax.vmap(jax.grad(log_prob), in_axes=(None, 0))(diff, points))
 
 
 def score_function(baseline: Baseline | None = None) -> types.Estimator:
@@ -90,18 +91,18 @@ def score_function(baseline: Baseline | None = None) -> types.Estimator:
     return types.EmptyState() if baseline is None else baseline.init(params)
 
   def surrogate(f, dist_builder, params, key, num_samples, state):
-    xs = differentiation.stop_gradient(
-      sampling.sample(checks.build_distribution(dist_builder, differentiation.stop_gradient(params)), key, num_samples)
+    xs, points = differentiation.stop_gradient(
+      sampling.draw(checks.build_distribution(dist_builder, differentiation.stop_gradient(params)), key, num_samples)
     )
     f_values = sampling.evaluate(f, xs)
-    log_p = sampling.joint_log_prob(checks.build_distribution(dist_builder, params), xs)
+    log_p = sampling.joint_log_prob(checks.build_distribution(dist_builder, params), points)
     box = dice.magic_box(log_p)
     if baseline is None:
       return jnp.mean(f_values * box), state
     if not baseline.per_coordinate:
       b, new_state = baseline.compute(jax.lax.stop_gradient(f_values), None, state)
       return jnp.mean(f_values * box + jax.lax.stop_gradient(b) * (1.0 - box)), new_state
-    scores = per_sample_scores(dist_builder, params, xs)
+    scores = per_sample_scores(dist_builder, params, points)
     b, new_state = baseline.compute(jax.lax.stop_gradient(f_values), scores, state)
 
     def leaf_correction(s, b_leaf):  # -mean_i b_i s_i per coordinate: first order only, no bias at any order.

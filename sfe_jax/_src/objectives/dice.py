@@ -33,8 +33,14 @@ Array = jax.Array
 
 
 def magic_box(x: Array) -> Array:
-  """DiCE's magic box ``exp(x - stop_gradient(x))``: 1 in value, ``d box(x) = box(x) dx``."""
-  return jnp.exp(x - jax.lax.stop_gradient(x))
+  """DiCE's magic box ``exp(x - stop_gradient(x))``: 1 in value, ``d box(x) = box(x) dx``.
+
+  Where ``x`` is infinite (a log-probability of ``-inf`` or ``inf`` at a sample) the box is exactly 1 with a
+  zero derivative, instead of ``exp(inf - inf) = NaN``: such a sample keeps its cost in the value and adds no
+  score term. A NaN stays NaN.
+  """
+  finite_x = jnp.where(jnp.isinf(x), jnp.zeros_like(x), x)
+  return jnp.exp(finite_x - jax.lax.stop_gradient(finite_x))
 
 
 def _as_float_array(x: Any, name: str, min_ndim: int = 1) -> Array:

@@ -179,9 +179,9 @@ def iwae() -> types.Objective:
   def surrogate(f, dist_builder, params, key, num_samples, state):
     dist = checks.build_distribution(dist_builder, params)
     distributions.check_reparameterizable(dist, name, _NOT_REPARAMETERIZABLE)
-    zs = sampling.sample(dist, key, num_samples)
+    zs, points = sampling.draw(dist, key, num_samples)
     _check_log_joint(f, zs, name)
-    log_w = sampling.evaluate(f, zs) - sampling.joint_log_prob(dist, zs)
+    log_w = sampling.evaluate(f, zs) - sampling.joint_log_prob(dist, points)
     return log_mean_exp(log_w), state
 
   return types.Objective(types.empty_init, surrogate, name=name, max_order=None, value_name=_VALUE_NAME)
@@ -250,13 +250,13 @@ def dreg() -> types.Objective:
   def surrogate(f, dist_builder, params, key, num_samples, state):
     dist = checks.build_distribution(dist_builder, params)
     distributions.check_reparameterizable(dist, name, _NOT_REPARAMETERIZABLE)
-    zs = sampling.sample(dist, key, num_samples)  # differentiable in params (the theta path)
+    zs, points = sampling.draw(dist, key, num_samples)  # differentiable in params (the theta path)
     _check_log_joint(f, zs, name)
     fixed_zs = jax.lax.stop_gradient(zs)
     log_p, log_p_vjp = jax.vjp(lambda z: sampling.evaluate(f, z), fixed_zs)
     (grad_log_p,) = log_p_vjp(jnp.ones_like(log_p))  # per-sample d log p / d z_k (samples are independent)
     log_q = sampling.joint_log_prob(
-      checks.build_distribution(dist_builder, differentiation.stop_gradient(params)), zs
+      checks.build_distribution(dist_builder, differentiation.stop_gradient(params)), points
     )  # theta only via z
     log_w = log_p - jax.lax.stop_gradient(log_q)
     weights_sq = jnp.square(jax.lax.stop_gradient(jax.nn.softmax(log_w)))
@@ -322,12 +322,12 @@ def vimco() -> types.Objective:
   name = "sfe.objectives.vimco()"
 
   def surrogate(f, dist_builder, params, key, num_samples, state):
-    zs = jax.lax.stop_gradient(
-      sampling.sample(checks.build_distribution(dist_builder, differentiation.stop_gradient(params)), key, num_samples)
+    zs, points = jax.lax.stop_gradient(
+      sampling.draw(checks.build_distribution(dist_builder, differentiation.stop_gradient(params)), key, num_samples)
     )
     _check_log_joint(f, zs, name)
     log_p = sampling.evaluate(f, zs)
-    log_q = sampling.joint_log_prob(checks.build_distribution(dist_builder, params), zs)
+    log_q = sampling.joint_log_prob(checks.build_distribution(dist_builder, params), points)
     log_w = log_p - log_q
     signals = jax.lax.stop_gradient(_vimco_signals(log_w))
     return log_mean_exp(log_w) + jnp.sum(signals * (log_q - jax.lax.stop_gradient(log_q))), state

@@ -24,8 +24,9 @@ from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from sfe_jax._src.core import types
+from sfe_jax._src.core import finite, types
 
 Array = jax.Array
 
@@ -95,10 +96,12 @@ def constant(value: float = 0.0) -> Baseline:
 
 
 class MovingAverageState(NamedTuple):
-  """State of :func:`moving_average`: the biased running average and the number of updates so far."""
+  """State of :func:`moving_average`: the biased running average, the number of updates so far, and the number
+  of updates skipped because the batch mean was not finite (the state is then left as it was)."""
 
   average: Array
   count: Array  # type: ignore[assignment]  # the field shadows tuple.count, as the public name requires
+  skipped: Any = np.zeros((), np.int32)
 
 
 def moving_average(decay: float = 0.9) -> Baseline:
@@ -107,7 +110,9 @@ def moving_average(decay: float = 0.9) -> Baseline:
   After ``t`` updates with batch means :math:`\bar f_1, \dots, \bar f_t`,
   :math:`b = \frac{(1-\delta)\sum_s \delta^{t-s} \bar f_s}{1 - \delta^t}` (``b = 0`` before the first update).
   ``b`` depends on past calls only, so the estimate stays unbiased. The state is updated with the current
-  batch after use; carry it between calls (``state`` in, ``state`` out).
+  batch after use; carry it between calls (``state`` in, ``state`` out). A batch whose mean is not finite (NaN
+  or inf in ``f``) leaves the state unchanged and increments ``state.skipped``: one bad batch does not poison
+  every later call.
 
   Args:
     decay: :math:`\delta \in [0, 1)`; larger values average over more past steps.
@@ -117,14 +122,17 @@ def moving_average(decay: float = 0.9) -> Baseline:
 
   def init(params):
     del params
-    return MovingAverageState(average=jnp.zeros(()), count=jnp.zeros((), jnp.int32))
+    return MovingAverageState(average=jnp.zeros(()), count=jnp.zeros((), jnp.int32), skipped=jnp.zeros((), jnp.int32))
 
   def compute(f_values, scores, state):
     del scores
     correction = 1.0 - decay ** state.count.astype(state.average.dtype)
     b = jnp.where(state.count > 0, state.average / jnp.where(state.count > 0, correction, 1.0), 0.0)
     new_average = decay * state.average + (1.0 - decay) * jnp.mean(f_values).astype(state.average.dtype)
-    new_state = MovingAverageState(average=new_average, count=state.count + 1)
+    (average, count), skipped = finite.update_if_finite(
+      (state.average, state.count), (new_average, state.count + 1), state.skipped
+    )
+    new_state = MovingAverageState(average=average, count=count, skipped=skipped)
     return jnp.broadcast_to(b.astype(f_values.dtype), f_values.shape), new_state
 
   return Baseline(init, compute, name="sfe.baselines.moving_average()")

@@ -1,0 +1,72 @@
+"""The library's rules for non-finite values and low precision, in one place (the README's NaN/inf policy).
+
+* **NaN in, NaN out.** A NaN in a differentiated parameter makes the value and every gradient NaN
+  (:func:`poison`): the estimators' arithmetic would otherwise turn it into a plausible finite number (a NaN logit
+  samples one value deterministically, a pathwise gradient never evaluates the density).
+* **Infinite parameters are valid** where the distribution allows them (a logit of ``-inf`` masks a category):
+  the discrete view replaces them by a finite stand-in with a zero derivative.
+* **State survives a bad batch.** A stateful piece (a moving-average baseline, the controls of REBAR/RELAX)
+  keeps its previous state when the update is not finite and counts the skipped update
+  (:func:`update_if_finite`), as ``optax.apply_if_finite`` does for parameters.
+* **Low precision.** float16/bfloat16 parameters are computed in float32 (:func:`upcast`): their uniforms would
+  have 8 to 11 bits, and their Monte Carlo means drift. Gradients come back in the parameters' own dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sfe_jax._src.core.types import Array
+
+#: The smallest floating-point width the estimators compute in.
+MIN_COMPUTE_BITS = 32
+
+
+def is_float(leaf: Any) -> bool:
+  return hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.floating)
+
+
+def all_finite(tree: Any) -> Array:
+  """A boolean scalar: whether every floating-point leaf of ``tree`` is finite (True for a tree without any)."""
+  checks = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree) if is_float(leaf)]
+  return jnp.all(jnp.stack(checks)) if checks else jnp.asarray(True)
+
+
+def any_nan(tree: Any) -> Array:
+  """A boolean scalar: whether any floating-point leaf of ``tree`` holds a NaN."""
+  checks = [jnp.any(jnp.isnan(leaf)) for leaf in jax.tree.leaves(tree) if is_float(leaf)]
+  return jnp.any(jnp.stack(checks)) if checks else jnp.asarray(False)
+
+
+def update_if_finite(old: Any, new: Any, skipped: Array) -> tuple[Any, Array]:
+  """``(new, skipped)`` if every float leaf of ``new`` is finite, else ``(old, skipped + 1)``; jittable."""
+  ok = all_finite(new)
+  kept = jax.tree.map(lambda n, o: jnp.where(ok, n, jnp.asarray(o, jnp.result_type(n))), new, old)
+  return kept, jnp.where(ok, skipped, skipped + 1).astype(np.int32)
+
+
+def poison(value: Array, bad: Array) -> Array:
+  """``value`` where ``bad`` is False, NaN where it is True, in the value and in derivatives of every order.
+
+  ``value * (1 + nan_if_bad)`` with a constant factor: every derivative of the product carries the factor.
+  """
+  factor = jnp.where(bad, jnp.asarray(np.nan, jnp.result_type(value)), jnp.asarray(0, jnp.result_type(value)))
+  return value * (1 + jax.lax.stop_gradient(factor))
+
+
+def upcast(tree: Any) -> Any:
+  """Floating-point leaves narrower than 32 bits cast to float32 (differentiably); other leaves unchanged.
+
+  The cast's transpose casts the cotangent back, so ``jax.grad`` returns the gradient in the leaf's dtype.
+  """
+
+  def cast(leaf):
+    if is_float(leaf) and jnp.finfo(leaf.dtype).bits < MIN_COMPUTE_BITS:
+      return jnp.asarray(leaf).astype(jnp.float32)
+    return leaf
+
+  return jax.tree.map(cast, tree)
