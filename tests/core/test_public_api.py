@@ -19,7 +19,7 @@ PUBLIC = {
     "EmptyState": (),
     "enumerate": ("max_support",),
     "Estimator": ("init", "surrogate", "name", "sample_count", "max_order"),
-    "expectation": ("estimator", "f", "dist_builder", "params", "key", "num_samples", "state"),
+    "expectation": ("estimator", "f", "dist_builder", "params", "key", "num_samples", "state", "max_memory"),
     "gumbel_softmax": ("temperature", "straight_through"),
     "HigherOrderError": None,
     "is_reparameterizable": ("dist",),
@@ -32,7 +32,7 @@ PUBLIC = {
     "score_function": ("baseline",),
     "straight_through": (),
     "unordered_set": ("max_support",),
-    "value_and_grad": ("estimator", "f", "dist_builder", "params", "key", "num_samples", "state"),
+    "value_and_grad": ("estimator", "f", "dist_builder", "params", "key", "num_samples", "state", "max_memory"),
     "with_control_variate": ("estimator", "control_variate", "num_coefficient_samples", "coefficient"),
   },
   "sfe_jax.baselines": {

@@ -32,6 +32,7 @@ def prepare(
   key: Any,
   num_samples: Any,
   state: State,
+  max_memory: Any = None,
 ) -> Prepared:
   """All the checks of an entry point, at trace time, in the order a user would want to hear about them."""
   if not callable(f):
@@ -40,6 +41,7 @@ def prepare(
   checks.check_key(key)
   dist = checks.build_distribution(dist_builder, stop_gradient(params))
   num_samples = checks.check_num_samples(num_samples, computation.sample_count(dist), computation.name)
+  checks.check_memory(dist, num_samples, max_memory, computation.name)
   state = checks.check_state(state, computation.init, split, diff, computation.name)
   return Prepared(split, diff, num_samples, state)
 
@@ -75,9 +77,10 @@ def value_and_grad_of(
   key: PRNGKey,
   num_samples: Any,
   state: State,
+  max_memory: Any = None,
 ) -> tuple[Array, Params, State]:
   """``jax.value_and_grad`` of the surrogate in the differentiable leaves of ``params``."""
-  prepared = prepare(computation, f, dist_builder, params, key, num_samples, state)
+  prepared = prepare(computation, f, dist_builder, params, key, num_samples, state, max_memory)
   split = prepared.split
 
   def surrogate(diff):
@@ -96,6 +99,7 @@ def expectation(
   *,
   num_samples: int | None = None,
   state: State = None,
+  max_memory: int | None = None,
 ) -> tuple[Array, State]:
   r"""A differentiable Monte Carlo estimate of ``E_{x ~ dist_builder(params)}[f(x)]``.
 
@@ -118,6 +122,10 @@ def expectation(
       estimators that evaluate ``f`` in groups); ``None`` only for ``sfe.enumerate()``.
     state: the estimator's state; ``None`` means ``estimator.init(params)``. Checked against the structure
       and shapes of ``estimator.init(params)``.
+    max_memory: the most working memory, in bytes, an estimate may need; ``None`` means the memory of JAX's
+      default device. The need is estimated at trace time as 8 x ``num_samples`` x the bytes of one sample
+      (the score function's measured peak; ``f``'s own intermediates come on top), and a larger one is refused
+      with a ``ValueError`` rather than left to run out of memory.
 
   Returns:
     ``(surrogate, new_state)``: a scalar and the updated estimator state.
@@ -133,7 +141,7 @@ def expectation(
     {'loc': (2,), 'scale': (2,)}
   """
   checks.check_estimator(estimator)
-  prepared = prepare(estimator, f, dist_builder, params, key, num_samples, state)
+  prepared = prepare(estimator, f, dist_builder, params, key, num_samples, state, max_memory)
   return call_surrogate(estimator, f, dist_builder, params, key, prepared.num_samples, prepared.state)
 
 
@@ -146,6 +154,7 @@ def value_and_grad(
   *,
   num_samples: int | None = None,
   state: State = None,
+  max_memory: int | None = None,
 ) -> tuple[Array, Params, State]:
   r"""The Monte Carlo estimate of ``E[f(x)]`` and ``estimator``'s estimate of its gradient.
 
@@ -169,4 +178,4 @@ def value_and_grad(
     (3,)
   """
   checks.check_estimator(estimator)
-  return value_and_grad_of(estimator, f, dist_builder, params, key, num_samples, state)
+  return value_and_grad_of(estimator, f, dist_builder, params, key, num_samples, state, max_memory)

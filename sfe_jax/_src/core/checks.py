@@ -6,12 +6,15 @@ error that names the argument, what was expected and what was given.
 
 from __future__ import annotations
 
+import math
+import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sfe_jax._src.core import distributions
 from sfe_jax._src.core.differentiation import HigherOrderError, ParamsSplit, split_params
 from sfe_jax._src.core.types import DistBuilder, Estimator, InitFn, Objective, Params, SampleCount, State
 
@@ -77,6 +80,52 @@ def check_num_samples(num_samples: Any, count: SampleCount, name: str) -> int:
   if num_samples % count.multiple:
     raise ValueError(f"`num_samples` must be a multiple of {count.multiple}{who}; got {num_samples}.")
   return num_samples
+
+
+#: Bytes of working memory per byte of the samples an estimate draws: the measured peak of the jitted score
+#: function (8.0x at D=100 on CPU, the same as a hand-written one; the pathwise estimator needs 4.0x).
+WORKING_SET_FACTOR = 8
+
+
+def device_memory() -> int | None:
+  """The memory of JAX's default device: its allocator's limit on an accelerator, the physical memory on CPU."""
+  stats = jax.local_devices()[0].memory_stats()
+  if stats and "bytes_limit" in stats:
+    return int(stats["bytes_limit"])
+  try:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  except (AttributeError, ValueError, OSError):  # a platform without sysconf: no limit
+    return None
+
+
+def check_memory(dist: Any, num_samples: int, max_memory: Any, name: str) -> None:
+  """Refuses an estimate whose working set would exceed ``max_memory`` bytes (``None``: the device's memory).
+
+  The estimate, ``WORKING_SET_FACTOR * num_samples * sample bytes`` (float32 at least), is a lower bound:
+  what ``f`` allocates for its own intermediates comes on top.
+  """
+  limit = device_memory() if max_memory is None else check_static_int(max_memory, "max_memory", 1)
+  if limit is None:
+    return
+  one = distributions.one_sample(dist)
+  itemsize = max(jnp.dtype(one.dtype).itemsize, 4)
+  sample_bytes = math.prod(one.shape) * itemsize
+  need = WORKING_SET_FACTOR * num_samples * sample_bytes
+  if need > limit:
+    where = "the default device's memory" if max_memory is None else "max_memory"
+    raise ValueError(
+      f"{name} with num_samples={num_samples} samples of shape {tuple(one.shape)} ({sample_bytes} bytes each) "
+      f"needs about {_size(need)} of working memory ({WORKING_SET_FACTOR} x the samples), more than {where} "
+      f"({_size(limit)}). Use fewer samples, average several calls with different keys, or pass a larger "
+      "max_memory (in bytes) if you know it fits."
+    )
+
+
+def _size(num_bytes: int) -> str:
+  for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+    if num_bytes >= scale:
+      return f"{num_bytes / scale:.1f} {unit}"
+  return f"{num_bytes} bytes"
 
 
 def check_estimator(estimator: Any) -> None:
