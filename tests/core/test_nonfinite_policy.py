@@ -21,6 +21,11 @@ BITS = lambda p: distrax.Bernoulli(logits=p, dtype=jnp.float32)
 NORMAL = lambda p: distrax.Normal(p[0], p[1])
 
 
+def jitted(est, f, build, params, num_samples, api=sfe.value_and_grad):
+  """``api(...)`` under jit (compiled once: eager execution compiles every operation on its own)."""
+  return jax.jit(lambda p: api(est, f, build, p, KEY, num_samples=num_samples))(params)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Stateful pieces skip a non-finite update and count it.
 # ----------------------------------------------------------------------------------------------------------
@@ -68,9 +73,7 @@ def test_a_nan_batch_is_skipped_and_counted_and_the_state_recovers(name):
 )
 def test_a_nan_logit_makes_the_value_and_every_gradient_nan(est):
   # ARM's gradient never looks at the logit it differentiates: it gave a finite number for the NaN one.
-  value, grads, _ = sfe.value_and_grad(
-    est, lambda b: jnp.sum(b) ** 2, BITS, jnp.array([jnp.nan, 0.0]), KEY, num_samples=4
-  )
+  value, grads, _ = jitted(est, lambda b: jnp.sum(b) ** 2, BITS, jnp.array([jnp.nan, 0.0]), 4)
   assert np.isnan(value) and np.all(np.isnan(grads))
 
 
@@ -86,14 +89,29 @@ def test_a_nan_logit_makes_the_value_and_every_gradient_nan(est):
 )
 def test_a_negative_scale_gives_nan_at_every_order(est):
   f = lambda x: jnp.sum(x) ** 2
-  value, grads, _ = sfe.value_and_grad(est, f, NORMAL, jnp.array([0.0, -1.0]), KEY, num_samples=8)
+  value, grads, _ = jitted(est, f, NORMAL, jnp.array([0.0, -1.0]), 8)
   assert np.isnan(value) and np.all(np.isnan(grads))
   if est.max_order is None:
-    hessian = jax.hessian(lambda p: sfe.expectation(est, f, NORMAL, p, KEY, num_samples=8)[0])(jnp.array([0.0, -1.0]))
+    hessian = jax.jit(jax.hessian(lambda p: sfe.expectation(est, f, NORMAL, p, KEY, num_samples=8)[0]))(
+      jnp.array([0.0, -1.0])
+    )
     assert np.all(np.isnan(hessian))
   # A scale of 0 is the degenerate limit, not out of the domain: x = loc, d/dloc E[x^2] = 0 exactly.
-  value, grads, _ = sfe.value_and_grad(sfe.pathwise(), f, NORMAL, jnp.array([0.0, 0.0]), KEY, num_samples=8)
+  value, grads, _ = jitted(sfe.pathwise(), f, NORMAL, jnp.array([0.0, 0.0]), 8)
   assert float(value) == 0.0 and np.all(np.asarray(grads) == 0.0)
+
+
+@pytest.mark.parametrize("est", [sfe.arm(), sfe.rebar(), sfe.unordered_set(), sfe.enumerate()], ids=lambda e: e.name)
+def test_a_categorical_with_every_category_masked_or_invalid_probabilities_gives_nan(est):
+  f = lambda x: jnp.sum(x * jnp.arange(3.0))
+  one_hot = lambda p: distrax.OneHotCategorical(logits=p, dtype=jnp.float32)
+  n = None if est.name == "sfe.enumerate()" else 3 if est.name == "sfe.rebar()" else 2
+  all_masked = jnp.array([[0.0, 1.0, -jnp.inf], [-jnp.inf, -jnp.inf, -jnp.inf]])
+  value, grads, _ = jitted(est, f, one_hot, all_masked, n)
+  assert np.isnan(value) and np.all(np.isnan(grads))
+  by_probs = lambda p: distrax.OneHotCategorical(probs=p, dtype=jnp.float32)
+  value, grads, _ = jitted(est, f, by_probs, jnp.array([0.7, 0.5, -0.2]), n)
+  assert np.isnan(value) and np.all(np.isnan(grads))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -177,10 +195,15 @@ def test_saturating_distrax_tanh_proposal_gives_the_bound_of_its_pre_image(objec
   log_tanh_prime = lambda u: jnp.sum(2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u)))
   est = getattr(sfe.objectives, objective)()
   squashed = lambda p: distrax.Transformed(distrax.Normal(p, 5.0), distrax.Tanh())
-  value, grads, _ = sfe.objectives.value_and_grad(est, log_joint, squashed, loc, KEY, num_samples=64)
+  value, grads, _ = jitted(est, log_joint, squashed, loc, 64, sfe.objectives.value_and_grad)
   pre_image = lambda u: log_joint(jnp.tanh(u)) + log_tanh_prime(u)
-  expected, expected_grads, _ = sfe.objectives.value_and_grad(
-    est, pre_image, lambda p: distrax.Normal(p, 5.0), loc, KEY, num_samples=64
+  expected, expected_grads, _ = jitted(
+    est, pre_image, lambda p: distrax.Normal(p, 5.0), loc, 64, sfe.objectives.value_and_grad
   )
   np.testing.assert_allclose(value, expected, rtol=1e-5)
   np.testing.assert_allclose(grads, expected_grads, rtol=1e-4, atol=1e-6)
+
+
+def test_a_traced_moving_average_decay_is_refused_clearly():
+  with pytest.raises(TypeError, match=r"`decay` of baselines\.moving_average must be a concrete Python number"):
+    jax.jit(lambda d: sfe.baselines.moving_average(d).init(None))(jnp.float32(0.5))

@@ -22,6 +22,7 @@ class Prepared(NamedTuple):
   diff: list[Any]
   num_samples: int
   state: State
+  invalid: Array  # NaN in params or an out-of-domain distribution parameter (finite.py): a boolean scalar
 
 
 def prepare(
@@ -39,11 +40,12 @@ def prepare(
     raise TypeError(f"`f` must be a callable mapping one sample to a scalar; got {type(f).__name__}.")
   split, diff = checks.check_params(params)
   checks.check_key(key)
-  dist = checks.build_distribution(dist_builder, stop_gradient(params))
+  dist = checks.build_distribution(dist_builder, stop_gradient(params), probe=True)
   num_samples = checks.check_num_samples(num_samples, computation.sample_count(dist), computation.name)
   checks.check_memory(dist, num_samples, max_memory, computation.name)
   state = checks.check_state(state, computation.init, split, diff, computation.name)
-  return Prepared(split, diff, num_samples, state)
+  invalid = finite.any_nan(diff) | distributions.out_of_domain(dist)
+  return Prepared(split, diff, num_samples, state, invalid)
 
 
 def call_surrogate(
@@ -54,19 +56,22 @@ def call_surrogate(
   key: PRNGKey,
   num_samples: int,
   state: State,
+  invalid: Array,
 ) -> tuple[Array, State]:
   """``computation.surrogate`` under the library's rules (:mod:`sfe_jax._src.core.finite`).
 
-  float16/bfloat16 params are computed in float32; a NaN in params or an out-of-domain parameter of the
-  distribution makes the value and every derivative NaN; first-order computations get the derivative-order guard.
+  float16/bfloat16 params are computed in float32; ``invalid`` (:attr:`Prepared.invalid`: NaN in params or an
+  out-of-domain parameter of the distribution) makes the value and every derivative NaN; first-order
+  computations get the derivative-order guard.
   """
   params = finite.upcast(params)
-  stopped = stop_gradient(params)
-  bad = finite.any_nan(stopped) | distributions.out_of_domain(checks.build_distribution(dist_builder, stopped))
+  known_good = not isinstance(invalid, jax.core.Tracer) and not bool(invalid)  # eager and valid: no poison
+  if not known_good:
+    params = finite.poison_derivatives(params, invalid)
   if computation.max_order == 1:
     params = first_order(params, computation.name)
   value, new_state = computation.surrogate(f, dist_builder, params, key, num_samples, state)
-  return finite.poison(value, bad), new_state
+  return (value if known_good else finite.poison(value, invalid)), new_state
 
 
 def value_and_grad_of(
@@ -84,7 +89,9 @@ def value_and_grad_of(
   split = prepared.split
 
   def surrogate(diff):
-    return call_surrogate(computation, f, dist_builder, split.merge(diff), key, prepared.num_samples, prepared.state)
+    return call_surrogate(
+      computation, f, dist_builder, split.merge(diff), key, prepared.num_samples, prepared.state, prepared.invalid
+    )
 
   (value, new_state), grads = jax.value_and_grad(surrogate, has_aux=True)(prepared.diff)
   return value, split.grads(grads), new_state
@@ -142,7 +149,7 @@ def expectation(
   """
   checks.check_estimator(estimator)
   prepared = prepare(estimator, f, dist_builder, params, key, num_samples, state, max_memory)
-  return call_surrogate(estimator, f, dist_builder, params, key, prepared.num_samples, prepared.state)
+  return call_surrogate(estimator, f, dist_builder, params, key, prepared.num_samples, prepared.state, prepared.invalid)
 
 
 def value_and_grad(

@@ -199,15 +199,20 @@ def check_state(state: State, init: InitFn, split: ParamsSplit, diff: list[Any],
   return state
 
 
-def build_distribution(dist_builder: DistBuilder, params: Params) -> Any:
-  """Calls ``dist_builder(params)`` and checks that the result is a distribution."""
+def build_distribution(dist_builder: DistBuilder, params: Params, *, probe: bool = False) -> Any:
+  """Calls ``dist_builder(params)`` and checks that the result is a distribution.
+
+  With ``probe`` (the entry points' first build) the distribution's shapes are computed too: distrax checks
+  parameter shapes lazily, and a mismatch is reported here. The estimators' own builds skip it (distrax's
+  generic ``batch_shape`` traces the sampler once more).
+  """
   if not callable(dist_builder):
     raise TypeError(f"`dist_builder` must be a callable params -> distribution; got {type(dist_builder).__name__}.")
   try:
     dist = dist_builder(params)
-    # distrax checks parameter shapes lazily; ask for the shapes now so a mismatch is reported here.
-    getattr(dist, "batch_shape", None)
-    getattr(dist, "event_shape", None)
+    if probe:
+      getattr(dist, "batch_shape", None)
+      getattr(dist, "event_shape", None)
   except HigherOrderError:
     raise
   except Exception as e:  # The user's function failed: say where, keep the cause.

@@ -298,7 +298,10 @@ def _wrapped(dist: Any) -> list[Any]:
 
 
 def out_of_domain(dist: Any) -> Array:
-  """A boolean scalar: whether a parameter of ``dist`` is negative where it must be positive.
+  """A boolean scalar: whether a parameter of ``dist`` is out of its domain.
+
+  Flagged: a negative ``scale``, ``concentration``, ``rate`` or ``df``; probabilities outside [0, 1] (NaN
+  logits); a categorical variable whose logits are all ``-inf`` (no category left).
 
   The samplers of these families do not check their parameters: ``Normal(loc, -1)`` draws ``loc - eps``, and a
   pathwise or measure-valued gradient of it is a plausible wrong number. Attributes that are not arrays (TFP's
@@ -315,6 +318,11 @@ def out_of_domain(dist: Any) -> Array:
         value = jnp.asarray(value)
         if jnp.issubdtype(value.dtype, jnp.floating):
           flags.append(jnp.any(value < 0))
+  family = discrete_family(dist)
+  if family is not None:  # probabilities outside [0, 1] give NaN logits; a categorical needs one finite logit
+    flags.append(jnp.any(jnp.isnan(family.logits)))
+    if family.kind != BERNOULLI:
+      flags.append(jnp.any(jnp.all(jnp.isneginf(family.logits), axis=-1)))
   return jnp.any(jnp.stack(flags)) if flags else jnp.asarray(False)
 
 

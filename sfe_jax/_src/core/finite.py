@@ -58,6 +58,27 @@ def poison(value: Array, bad: Array) -> Array:
   return value * (1 + jax.lax.stop_gradient(factor))
 
 
+@jax.custom_jvp
+def _poison_tangent(x: Array, bad: Array) -> Array:
+  return x
+
+
+@_poison_tangent.defjvp
+def _poison_tangent_jvp(primals, tangents):
+  x, bad = primals
+  factor = jnp.where(bad, jnp.asarray(np.nan, x.dtype), jnp.asarray(1, x.dtype))
+  return x, tangents[0] * jax.lax.stop_gradient(factor)
+
+
+def poison_derivatives(tree: Any, bad: Array) -> Any:
+  """The float leaves of ``tree`` unchanged, with every derivative through them NaN when ``bad`` is True.
+
+  :func:`poison` alone does not reach a gradient that an estimator routes through a ``jnp.where`` (the select's
+  transpose gives an exact 0, not ``0 * nan``); multiplying the tangent of the parameters themselves does.
+  """
+  return jax.tree.map(lambda leaf: _poison_tangent(leaf, bad) if is_float(leaf) else leaf, tree)
+
+
 def upcast(tree: Any) -> Any:
   """Floating-point leaves narrower than 32 bits cast to float32 (differentiably); other leaves unchanged.
 

@@ -102,8 +102,8 @@ def discrete_view(dist: Any, *, who: str, kinds: tuple[str, ...] = (BERNOULLI, C
   family = distributions.discrete_family(dist)
   view = None
   if family is not None:
-    shape = distributions.sample_shape(dist)
-    dtype = distributions.one_sample(dist).dtype
+    one = distributions.one_sample(dist)  # shape and dtype from one trace of the sampler
+    shape, dtype = tuple(one.shape), one.dtype
     logits = finite_logits(family.logits)
     if family.kind == BERNOULLI:
       view = DiscreteView(BERNOULLI, jnp.broadcast_to(logits, shape), False, dtype)

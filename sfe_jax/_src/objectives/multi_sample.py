@@ -371,7 +371,9 @@ def surrogate(
   """
   checks.check_objective(objective)
   prepared = api.prepare(objective, log_joint, dist_builder, params, key, num_samples, state)
-  return api.call_surrogate(objective, log_joint, dist_builder, params, key, prepared.num_samples, prepared.state)
+  return api.call_surrogate(
+    objective, log_joint, dist_builder, params, key, prepared.num_samples, prepared.state, prepared.invalid
+  )
 
 
 def value_and_grad(

@@ -117,6 +117,11 @@ def moving_average(decay: float = 0.9) -> Baseline:
   Args:
     decay: :math:`\delta \in [0, 1)`; larger values average over more past steps.
   """
+  if isinstance(decay, jax.core.Tracer) or not isinstance(decay, (int, float, np.integer, np.floating)):
+    raise TypeError(
+      f"`decay` of baselines.moving_average must be a concrete Python number; got {type(decay).__name__}. "
+      "Call the constructor outside jax.jit."
+    )
   if not 0.0 <= float(decay) < 1.0:
     raise ValueError(f"`decay` of baselines.moving_average must be in [0, 1); got {decay}.")
 
