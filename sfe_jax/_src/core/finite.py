@@ -1,8 +1,10 @@
 """The library's rules for non-finite values and low precision, in one place (the README's NaN/inf policy).
 
-* **NaN in, NaN out.** A NaN in a differentiated parameter makes the value and every gradient NaN
-  (:func:`poison`): the estimators' arithmetic would otherwise turn it into a plausible finite number (a NaN logit
-  samples one value deterministically, a pathwise gradient never evaluates the density).
+* **NaN in, NaN out.** A NaN in a differentiated parameter, or a distribution parameter out of its domain
+  (:func:`sfe_jax._src.core.distributions.out_of_domain`), makes the value and every derivative NaN
+  (:func:`poison` on the value, :func:`poison_derivatives` on the parameters' tangents): the estimators'
+  arithmetic would otherwise turn it into a plausible finite number (a NaN logit samples one value
+  deterministically, a pathwise gradient never evaluates the density).
 * **Infinite parameters are valid** where the distribution allows them (a logit of ``-inf`` masks a category):
   the discrete view replaces them by a finite stand-in with a zero derivative.
 * **State survives a bad batch.** A stateful piece (a moving-average baseline, the controls of REBAR/RELAX)
@@ -50,9 +52,10 @@ def update_if_finite(old: Any, new: Any, skipped: Array) -> tuple[Any, Array]:
 
 
 def poison(value: Array, bad: Array) -> Array:
-  """``value`` where ``bad`` is False, NaN where it is True, in the value and in derivatives of every order.
+  """``value`` where ``bad`` is False, NaN where it is True: ``value * (1 + nan_if_bad)``, a constant factor.
 
-  ``value * (1 + nan_if_bad)`` with a constant factor: every derivative of the product carries the factor.
+  Derivatives of the product carry the factor too, except where an estimator routes them through a
+  ``jnp.where``; :func:`poison_derivatives` covers those.
   """
   factor = jnp.where(bad, jnp.asarray(np.nan, jnp.result_type(value)), jnp.asarray(0, jnp.result_type(value)))
   return value * (1 + jax.lax.stop_gradient(factor))
