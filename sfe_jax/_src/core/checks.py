@@ -6,6 +6,7 @@ error that names the argument, what was expected and what was given.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import Any
@@ -87,8 +88,12 @@ def check_num_samples(num_samples: Any, count: SampleCount, name: str) -> int:
 WORKING_SET_FACTOR = 8
 
 
+@functools.cache
 def device_memory() -> int | None:
-  """The memory of JAX's default device: its allocator's limit on an accelerator, the physical memory on CPU."""
+  """The memory of JAX's default device: its allocator's limit on an accelerator, the physical memory on CPU.
+
+  Asked once per process (it is read on every trace of an entry point).
+  """
   stats = jax.local_devices()[0].memory_stats()
   if stats and "bytes_limit" in stats:
     return int(stats["bytes_limit"])

@@ -51,14 +51,12 @@ def joint_log_prob(dist: Any, points: Array) -> Array:
   parameters is the distribution library's own business, so it runs with rank promotion allowed even when the
   user's JAX raises on it.
   """
+  per_sample = lambda x: jnp.reshape(x, (points.shape[0], -1)).sum(axis=1)
   squashed = distributions.squashed(dist)
   with jax.numpy_rank_promotion("allow"):
     if squashed is None:
-      logp = dist.log_prob(points)
-    else:
-      logp = jnp.reshape(squashed.base.log_prob(points), (points.shape[0], -1)).sum(axis=1)
-      logp = logp - jnp.reshape(squashed.log_det(points), (points.shape[0], -1)).sum(axis=1)
-  return jnp.reshape(logp, (points.shape[0], -1)).sum(axis=1)
+      return per_sample(dist.log_prob(points))
+    return per_sample(squashed.base.log_prob(points)) - per_sample(squashed.log_det(points))
 
 
 def call_error(error: Exception, what: str, arg: Any) -> Exception:
