@@ -26,10 +26,10 @@ format: $(STAMP)
 	$(BIN)/ruff format sfe_jax tests benchmarks
 
 test: lint
-	$(BIN)/python -m pytest -n 2 --dist loadscope $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist worksteal $(PYTEST_ARGS)
 
 test-full: lint
-	$(BIN)/python -m pytest -n 2 --dist loadscope -m "" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist worksteal -m "" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks all --quick --out bench-results

@@ -59,9 +59,15 @@ def test_optimal_baseline_excess_shrinks_as_one_over_n():
   assert all(e > 0 for e in small)
 
 
-def test_variance_suite_end_to_end(tmp_path):
-  lines = []
-  result = gaussian.run(TINY_VARIANCE, str(tmp_path), log=lines.append)
+@pytest.fixture(scope="module")
+def tiny_variance_run(tmp_path_factory):
+  """One run of the variance suite, shared by the end-to-end test and the resume test."""
+  out, lines = tmp_path_factory.mktemp("variance"), []
+  return out, gaussian.run(TINY_VARIANCE, str(out), log=lines.append), lines
+
+
+def test_variance_suite_end_to_end(tiny_variance_run):
+  tmp_path, result, lines = tiny_variance_run
   records = result["records"]
   assert len(records) == len(TINY_VARIANCE.problems) * len(gaussian.ESTIMATORS) * 2
   assert len([line for line in lines if "done" in line]) == len(TINY_VARIANCE.problems) * len(gaussian.ESTIMATORS)
@@ -309,8 +315,8 @@ def test_store_refuses_a_corrupt_line(tmp_path):
     store.Store(str(path))
 
 
-def test_suites_rebuild_their_reports_from_the_json_lines(tmp_path):
-  result = gaussian.run(TINY_VARIANCE, str(tmp_path), log=lambda line: None)
+def test_suites_rebuild_their_reports_from_the_json_lines(tiny_variance_run):
+  tmp_path, result, _ = tiny_variance_run
   again = gaussian.run(TINY_VARIANCE, str(tmp_path), log=lambda line: None)
   assert again["records"] == result["records"], "a complete re-run must reuse every cell"
   without_env = lambda md: [line for line in md.splitlines() if "load average" not in line]  # noqa: E731

@@ -123,7 +123,7 @@ def _continuous(name, shape, dtype, layout, loc, log_scale, factor):
 
 
 test_continuous_estimators_are_finite_with_the_params_structure, test_continuous_slow = _profiles(
-  _continuous, _CONTINUOUS_STRATEGIES, 10, 250
+  _continuous, _CONTINUOUS_STRATEGIES, 6, 250
 )
 
 
@@ -173,7 +173,7 @@ def _discrete(name, one_hot, shape, dtype, layout, logits, factor):
 
 
 test_discrete_estimators_are_finite_with_the_params_structure, test_discrete_slow = _profiles(
-  _discrete, _DISCRETE_STRATEGIES, 12, 300
+  _discrete, _DISCRETE_STRATEGIES, 8, 300
 )
 
 
@@ -205,7 +205,7 @@ def _objectives(name, shape, dtype, loc, log_scale, num_samples):
 
 
 test_objectives_are_finite_with_the_params_structure, test_objectives_slow = _profiles(
-  _objectives, _OBJECTIVES_STRATEGIES, 6, 150
+  _objectives, _OBJECTIVES_STRATEGIES, 4, 150
 )
 
 

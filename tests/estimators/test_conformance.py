@@ -189,8 +189,8 @@ def test_transformations_agree(name, problem):
 
 
 # Eager execution compiles every operation on its own, which makes it the slowest check: by default it runs for
-# the score function, pathwise and measure-valued estimators and one control variate, all in `make test-full`.
-_EAGER_DEFAULT = ("sf", "pathwise", "mvd", "pathwise+delta")
+# the score function (the shared entry-point path) and one control variate, all in `make test-full`.
+_EAGER_DEFAULT = ("sf", "pathwise+delta")
 EAGER_CASES = [
   pytest.param(*c.values, id=c.id, marks=() if c.values[0] in _EAGER_DEFAULT and not c.marks else pytest.mark.slow)
   for c in TRANSFORM_CASES

@@ -162,8 +162,9 @@ def arm() -> types.Estimator:
     >>> params = {"logits": jnp.zeros(3)}
     >>> dist_builder = lambda p: distrax.Bernoulli(logits=p["logits"])
     >>> f = lambda b: jnp.sum((b - 0.45) ** 2)
-    >>> value, grads, _ = sfe.value_and_grad(sfe.arm(), f, dist_builder, params, jax.random.key(0),
-    ...                                      num_samples=100)  # 50 antithetic pairs
+    >>> estimate = jax.jit(lambda p, k: sfe.value_and_grad(sfe.arm(), f, dist_builder, p, k,
+    ...                                                    num_samples=100))  # 50 antithetic pairs
+    >>> value, grads, _ = estimate(params, jax.random.key(0))
     >>> grads["logits"].shape
     (3,)
 
@@ -209,8 +210,9 @@ def disarm() -> types.Estimator:
     >>> params = {"logits": jnp.zeros((2, 4))}
     >>> dist_builder = lambda p: distrax.OneHotCategorical(logits=p["logits"])
     >>> f = lambda x: jnp.sum(x * jnp.arange(4.0))  # x: two one-hot vectors, shape (2, 4)
-    >>> value, grads, _ = sfe.value_and_grad(sfe.disarm(), f, dist_builder, params, jax.random.key(0),
-    ...                                      num_samples=8)  # 4 antithetic pairs
+    >>> estimate = jax.jit(lambda p, k: sfe.value_and_grad(sfe.disarm(), f, dist_builder, p, k,
+    ...                                                    num_samples=8))  # 4 antithetic pairs
+    >>> value, grads, _ = estimate(params, jax.random.key(0))
     >>> grads["logits"].shape
     (2, 4)
 

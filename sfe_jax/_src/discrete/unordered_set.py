@@ -312,8 +312,9 @@ def unordered_set(max_support: int = DEFAULT_MAX_SUPPORT) -> types.Estimator:
     >>> params = {"logits": jnp.array([2.0, 0.0, -1.0, -3.0])}
     >>> dist_builder = lambda p: distrax.Categorical(logits=p["logits"])
     >>> f = lambda c: jnp.array([1.0, 2.0, 3.0, 4.0])[c]
-    >>> value, grads, _ = sfe.value_and_grad(sfe.unordered_set(), f, dist_builder, params, jax.random.key(0),
-    ...                                      num_samples=4)  # k = support size: exact
+    >>> estimate = jax.jit(lambda p, k: sfe.value_and_grad(sfe.unordered_set(), f, dist_builder, p, k,
+    ...                                                    num_samples=4))  # k = support size: exact
+    >>> value, grads, _ = estimate(params, jax.random.key(0))
     >>> exact, exact_grads, _ = sfe.value_and_grad(sfe.enumerate(), f, dist_builder, params, jax.random.key(0))
     >>> bool(jnp.allclose(value, exact)), bool(jnp.allclose(grads["logits"], exact_grads["logits"], atol=1e-6))
     (True, True)

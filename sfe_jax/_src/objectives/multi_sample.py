@@ -165,8 +165,9 @@ def iwae() -> types.Objective:
     >>> log_joint = lambda z: jnp.sum(-0.5 * z ** 2 - 0.5 * (1.0 - z) ** 2 - jnp.log(2 * jnp.pi))
     >>> params = {"loc": jnp.zeros(2), "scale": jnp.ones(2)}
     >>> build = lambda p: distrax.Normal(p["loc"], p["scale"])
-    >>> bound, grads, _ = sfe.objectives.value_and_grad(
-    ...     sfe.objectives.iwae(), log_joint, build, params, jax.random.key(0), num_samples=16)
+    >>> estimate = jax.jit(lambda p, k: sfe.objectives.value_and_grad(
+    ...     sfe.objectives.iwae(), log_joint, build, p, k, num_samples=16))
+    >>> bound, grads, _ = estimate(params, jax.random.key(0))
     >>> bound.shape, grads["loc"].shape  # bound: an estimate of L_16 <= log p(x) (maximise it)
     ((), (2,))
 
@@ -235,8 +236,9 @@ def dreg() -> types.Objective:
     >>> log_joint = lambda z: jnp.sum(-0.5 * z ** 2 - 0.5 * (1.0 - z) ** 2 - jnp.log(2 * jnp.pi))
     >>> params = {"loc": jnp.full(2, 0.5), "scale": jnp.full(2, 0.5 ** 0.5)}
     >>> build = lambda p: distrax.Normal(p["loc"], p["scale"])
-    >>> bound, grads, _ = sfe.objectives.value_and_grad(
-    ...     sfe.objectives.dreg(), log_joint, build, params, jax.random.key(0), num_samples=8)
+    >>> estimate = jax.jit(lambda p, k: sfe.objectives.value_and_grad(
+    ...     sfe.objectives.dreg(), log_joint, build, p, k, num_samples=8))
+    >>> bound, grads, _ = estimate(params, jax.random.key(0))
     >>> bool(jnp.abs(grads["loc"]).max() < 1e-5), bool(jnp.abs(grads["scale"]).max() < 1e-5)
     (True, True)
 
@@ -312,7 +314,8 @@ def vimco() -> types.Objective:
     ...   log_joint = lambda z: 3 * jnp.log(0.5) - 0.5 * (x - z.astype(jnp.float32) @ dec["w"]) ** 2
     ...   bound, _ = sfe.objectives.surrogate(sfe.objectives.vimco(), log_joint, build, enc, key, num_samples=8)
     ...   return -bound
-    >>> g_enc, g_dec = jax.grad(loss, argnums=(0, 1))(encoder, decoder, jax.random.key(0))
+    >>> step = jax.jit(jax.grad(loss, argnums=(0, 1)))  # one jitted training step
+    >>> g_enc, g_dec = step(encoder, decoder, jax.random.key(0))
     >>> g_enc["logits"].shape, g_dec["w"].shape
     ((3,), (3,))
 

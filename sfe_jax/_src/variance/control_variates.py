@@ -81,7 +81,8 @@ def delta_method() -> ControlVariate:
     >>> dist_builder = lambda p: distrax.Normal(p["loc"], p["scale"])
     >>> f = lambda x: jnp.sum(jnp.cos(x))
     >>> est = sfe.with_control_variate(sfe.score_function(), sfe.control_variates.delta_method())
-    >>> value, grads, _ = sfe.value_and_grad(est, f, dist_builder, params, jax.random.key(0), num_samples=10)
+    >>> estimate = jax.jit(lambda p, k: sfe.value_and_grad(est, f, dist_builder, p, k, num_samples=10))
+    >>> value, grads, _ = estimate(params, jax.random.key(0))
     >>> grads["loc"].shape
     (2,)
 
@@ -223,8 +224,8 @@ def with_control_variate(
     >>> dist_builder = lambda p: distrax.Normal(p["loc"], p["scale"])
     >>> f = lambda x: jnp.sum(jnp.cos(x)) + jnp.sum(x) ** 2 / 10
     >>> est = sfe.with_control_variate(sfe.pathwise(), sfe.control_variates.delta_method())
-    >>> value, grads, state = sfe.value_and_grad(est, f, dist_builder, params, jax.random.key(0),
-    ...                                          num_samples=100)
+    >>> estimate = jax.jit(lambda p, k: sfe.value_and_grad(est, f, dist_builder, p, k, num_samples=100))
+    >>> value, grads, state = estimate(params, jax.random.key(0))
     >>> jax.tree.map(jnp.shape, grads)
     {'loc': (3,), 'scale': (3,)}
 
