@@ -19,7 +19,7 @@ BUILD = lambda p: distrax.Normal(p, 1.0)
 
 def test_an_estimate_larger_than_the_device_is_refused_before_anything_is_drawn():
   params = jnp.zeros(1000)
-  with pytest.raises(ValueError, match=r"num_samples=1000000 samples of shape \(1000,\).*GiB.*default device"):
+  with pytest.raises(ValueError, match=r"num_samples=1000000, samples of shape \(1000,\).*GiB.*default device"):
     jax.eval_shape(
       lambda p: sfe.value_and_grad(sfe.score_function(), jnp.sum, BUILD, p, KEY, num_samples=10**6), params
     )

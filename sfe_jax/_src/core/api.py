@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import jax
 
-from sfe_jax._src.core import checks, distributions, finite
+from sfe_jax._src.core import checks, chunking, distributions, finite
 from sfe_jax._src.core.differentiation import ParamsSplit, first_order, stop_gradient
 from sfe_jax._src.core.types import Array, CostFn, DistBuilder, Estimator, Objective, Params, PRNGKey, State
 
@@ -23,6 +23,7 @@ class Prepared(NamedTuple):
   num_samples: int
   state: State
   invalid: Array  # NaN in params or an out-of-domain distribution parameter (finite.py): a boolean scalar
+  chunk_size: int | None = None  # None: one chunk (chunking.py)
 
 
 def prepare(
@@ -34,6 +35,7 @@ def prepare(
   num_samples: Any,
   state: State,
   max_memory: Any = None,
+  chunk_size: Any = None,
 ) -> Prepared:
   """All the checks of an entry point, at trace time, in the order a user would want to hear about them."""
   if not callable(f):
@@ -41,11 +43,13 @@ def prepare(
   split, diff = checks.check_params(params)
   checks.check_key(key)
   dist = checks.build_distribution(dist_builder, stop_gradient(params), probe=True)
-  num_samples = checks.check_num_samples(num_samples, computation.sample_count(dist), computation.name)
-  checks.check_memory(dist, num_samples, max_memory, computation.name)
+  count = computation.sample_count(dist)
+  num_samples = checks.check_num_samples(num_samples, count, computation.name)
   state = checks.check_state(state, computation.init, split, diff, computation.name)
+  chunk_size = chunking.check_chunk_size(computation, chunk_size, num_samples, count, state)
+  checks.check_memory(dist, num_samples, max_memory, computation.name, chunk_size)
   invalid = finite.any_nan(diff) | distributions.out_of_domain(dist)
-  return Prepared(split, diff, num_samples, state, invalid)
+  return Prepared(split, diff, num_samples, state, invalid, chunk_size)
 
 
 def call_surrogate(
@@ -57,12 +61,14 @@ def call_surrogate(
   num_samples: int,
   state: State,
   invalid: Array,
+  chunk_size: int | None = None,
 ) -> tuple[Array, State]:
   """``computation.surrogate`` under the library's rules (:mod:`sfe_jax._src.core.finite`).
 
   float16/bfloat16 params are computed in float32; ``invalid`` (:attr:`Prepared.invalid`: NaN in params or an
   out-of-domain parameter of the distribution) makes the value and every derivative NaN; first-order
-  computations get the derivative-order guard.
+  computations get the derivative-order guard; ``chunk_size`` (checked by :func:`prepare`) runs the surrogate
+  in chunks (:mod:`sfe_jax._src.core.chunking`).
   """
   params = finite.upcast(params)
   known_good = not isinstance(invalid, jax.core.Tracer) and not bool(invalid)  # eager and valid: no poison
@@ -70,7 +76,12 @@ def call_surrogate(
     params = finite.poison_derivatives(params, invalid)
   if computation.max_order == 1:
     params = first_order(params, computation.name)
-  value, new_state = computation.surrogate(f, dist_builder, params, key, num_samples, state)
+  if chunk_size is None:
+    value, new_state = computation.surrogate(f, dist_builder, params, key, num_samples, state)
+  else:
+    value, new_state = chunking.surrogate_in_chunks(
+      computation, f, dist_builder, params, key, num_samples, state, chunk_size
+    )
   return (value if known_good else finite.poison(value, invalid)), new_state
 
 
@@ -83,14 +94,23 @@ def value_and_grad_of(
   num_samples: Any,
   state: State,
   max_memory: Any = None,
+  chunk_size: Any = None,
 ) -> tuple[Array, Params, State]:
   """``jax.value_and_grad`` of the surrogate in the differentiable leaves of ``params``."""
-  prepared = prepare(computation, f, dist_builder, params, key, num_samples, state, max_memory)
+  prepared = prepare(computation, f, dist_builder, params, key, num_samples, state, max_memory, chunk_size)
   split = prepared.split
 
   def surrogate(diff):
     return call_surrogate(
-      computation, f, dist_builder, split.merge(diff), key, prepared.num_samples, prepared.state, prepared.invalid
+      computation,
+      f,
+      dist_builder,
+      split.merge(diff),
+      key,
+      prepared.num_samples,
+      prepared.state,
+      prepared.invalid,
+      prepared.chunk_size,
     )
 
   (value, new_state), grads = jax.value_and_grad(surrogate, has_aux=True)(prepared.diff)
@@ -107,6 +127,7 @@ def expectation(
   num_samples: int | None = None,
   state: State = None,
   max_memory: int | None = None,
+  chunk_size: int | None = None,
 ) -> tuple[Array, State]:
   r"""A differentiable Monte Carlo estimate of ``E_{x ~ dist_builder(params)}[f(x)]``.
 
@@ -132,7 +153,15 @@ def expectation(
     max_memory: the most working memory, in bytes, an estimate may need; ``None`` means the memory of JAX's
       default device. The need is estimated at trace time as 8 x ``num_samples`` x the bytes of one sample
       (the score function's measured peak; ``f``'s own intermediates come on top), and a larger one is refused
-      with a ``ValueError`` rather than left to run out of memory.
+      with a ``ValueError`` rather than left to run out of memory. With ``chunk_size``, one chunk's need.
+    chunk_size: ``None`` (all samples at once) or a static Python int: draw, evaluate and differentiate the
+      samples this many at a time (``lax.scan`` under ``jax.checkpoint``), so that peak memory is that of one
+      chunk whatever ``num_samples`` is; the last chunk takes the remainder. For estimators whose samples are
+      independent (``estimator.chunking == "independent"``) the estimate keeps the unchunked mean and
+      variance; for ``"per_chunk"`` ones (leave-one-out and optimal baselines, estimated control-variate
+      coefficients) those statistics come from each chunk. Each chunk draws from its own key
+      (``jax.random.split(key, num_chunks)``), so the numbers differ from the unchunked call's unless
+      ``chunk_size >= num_samples``. Stateful estimators and those with ``chunking == "none"`` refuse it.
 
   Returns:
     ``(surrogate, new_state)``: a scalar and the updated estimator state.
@@ -148,8 +177,18 @@ def expectation(
     {'loc': (2,), 'scale': (2,)}
   """
   checks.check_estimator(estimator)
-  prepared = prepare(estimator, f, dist_builder, params, key, num_samples, state, max_memory)
-  return call_surrogate(estimator, f, dist_builder, params, key, prepared.num_samples, prepared.state, prepared.invalid)
+  prepared = prepare(estimator, f, dist_builder, params, key, num_samples, state, max_memory, chunk_size)
+  return call_surrogate(
+    estimator,
+    f,
+    dist_builder,
+    params,
+    key,
+    prepared.num_samples,
+    prepared.state,
+    prepared.invalid,
+    prepared.chunk_size,
+  )
 
 
 def value_and_grad(
@@ -162,6 +201,7 @@ def value_and_grad(
   num_samples: int | None = None,
   state: State = None,
   max_memory: int | None = None,
+  chunk_size: int | None = None,
 ) -> tuple[Array, Params, State]:
   r"""The Monte Carlo estimate of ``E[f(x)]`` and ``estimator``'s estimate of its gradient.
 
@@ -185,4 +225,4 @@ def value_and_grad(
     (3,)
   """
   checks.check_estimator(estimator)
-  return value_and_grad_of(estimator, f, dist_builder, params, key, num_samples, state, max_memory)
+  return value_and_grad_of(estimator, f, dist_builder, params, key, num_samples, state, max_memory, chunk_size)

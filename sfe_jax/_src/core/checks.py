@@ -103,11 +103,11 @@ def device_memory() -> int | None:
     return None
 
 
-def check_memory(dist: Any, num_samples: int, max_memory: Any, name: str) -> None:
+def check_memory(dist: Any, num_samples: int, max_memory: Any, name: str, chunk_size: int | None = None) -> None:
   """Refuses an estimate whose working set would exceed ``max_memory`` bytes (``None``: the device's memory).
 
-  The estimate, ``WORKING_SET_FACTOR * num_samples * sample bytes`` (float32 at least), is a lower bound:
-  what ``f`` allocates for its own intermediates comes on top.
+  The estimate, ``WORKING_SET_FACTOR * (chunk_size or num_samples) * sample bytes`` (float32 at least), is a
+  lower bound: what ``f`` allocates for its own intermediates comes on top.
   """
   limit = device_memory() if max_memory is None else check_static_int(max_memory, "max_memory", 1)
   if limit is None:
@@ -115,14 +115,16 @@ def check_memory(dist: Any, num_samples: int, max_memory: Any, name: str) -> Non
   one = distributions.one_sample(dist)
   itemsize = max(jnp.dtype(one.dtype).itemsize, 4)
   sample_bytes = math.prod(one.shape) * itemsize
-  need = WORKING_SET_FACTOR * num_samples * sample_bytes
+  need = WORKING_SET_FACTOR * (chunk_size or num_samples) * sample_bytes
   if need > limit:
     where = "the default device's memory" if max_memory is None else "max_memory"
+    chunks = "" if chunk_size is None else f" in chunks of chunk_size={chunk_size}"
     raise ValueError(
-      f"{name} with num_samples={num_samples} samples of shape {tuple(one.shape)} ({sample_bytes} bytes each) "
+      f"{name} with num_samples={num_samples}{chunks}, samples of shape {tuple(one.shape)} "
+      f"({sample_bytes} bytes each), "
       f"needs about {_size(need)} of working memory ({WORKING_SET_FACTOR} x the samples), more than {where} "
-      f"({_size(limit)}). Use fewer samples, average several calls with different keys, or pass a larger "
-      "max_memory (in bytes) if you know it fits."
+      f"({_size(limit)}). Pass chunk_size= to draw and evaluate the samples in chunks, use fewer samples, or "
+      "pass a larger max_memory (in bytes) if you know it fits."
     )
 
 

@@ -119,6 +119,11 @@ class Estimator(NamedTuple):
     max_order: ``None`` if every derivative of the surrogate in ``params`` is an unbiased estimate of the
       same derivative of ``E[f]``; ``1`` if only the first is, in which case a second derivative in
       ``params`` raises :class:`sfe_jax.HigherOrderError` at trace time.
+    chunking: what ``chunk_size`` means for this estimator: ``"independent"`` (independent samples or
+      groups: the chunked estimate has the unchunked mean and variance), ``"per_chunk"`` (statistics of the
+      samples, such as a leave-one-out baseline, are computed within each chunk: unbiased, variance of the
+      estimator at ``chunk_size`` samples over the number of chunks) or ``"none"`` (``chunk_size`` is refused;
+      the default, so an estimator written outside the library is never chunked silently).
   """
 
   init: InitFn
@@ -126,6 +131,7 @@ class Estimator(NamedTuple):
   name: str = "estimator"
   sample_count: SampleCountFn = any_count
   max_order: int | None = 1
+  chunking: str = "none"
 
 
 class Objective(NamedTuple):

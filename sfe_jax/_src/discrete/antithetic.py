@@ -89,7 +89,7 @@ def _antithetic(kind: str) -> types.Estimator:
   count = types.fixed_count(
     multiple=2, minimum=2, reason=(" (num_samples counts evaluations of f, two per antithetic pair)")
   )
-  return types.Estimator(types.empty_init, surrogate, name=name, sample_count=count)
+  return types.Estimator(types.empty_init, surrogate, name=name, sample_count=count, chunking="independent")
 
 
 _COMMON_DOC = r"""**Samples.** For bits with logits :math:`\phi` (:math:`p = \sigma(\phi)`), each antithetic

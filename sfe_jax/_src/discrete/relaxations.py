@@ -169,7 +169,7 @@ def gumbel_softmax(temperature: float | Array, straight_through: bool = False) -
       xs = soft
     return jnp.mean(sampling.evaluate(f, xs)), state
 
-  return types.Estimator(types.empty_init, surrogate, name=name)
+  return types.Estimator(types.empty_init, surrogate, name=name, chunking="independent")
 
 
 def straight_through() -> types.Estimator:
@@ -233,4 +233,4 @@ def straight_through() -> types.Estimator:
     xs = _straight(views.to_sample(view, hard), views.relaxed_input(view, probs[None]))
     return jnp.mean(sampling.evaluate(f, xs)), state
 
-  return types.Estimator(types.empty_init, surrogate, name=name)
+  return types.Estimator(types.empty_init, surrogate, name=name, chunking="independent")

@@ -264,4 +264,4 @@ def measure_valued(coupling: bool = True) -> types.Estimator:
     return value + differentiation.linear_surrogate(nat, grads), state
 
   name = "sfe.measure_valued()" if coupling else "sfe.measure_valued(coupling=False)"
-  return types.Estimator(types.empty_init, surrogate, name=name, sample_count=_sample_count)
+  return types.Estimator(types.empty_init, surrogate, name=name, sample_count=_sample_count, chunking="independent")

@@ -55,4 +55,4 @@ def pathwise() -> types.Estimator:
     xs = sampling.sample(dist, key, num_samples)
     return jnp.mean(sampling.evaluate(f, xs)), state
 
-  return types.Estimator(types.empty_init, surrogate, name="sfe.pathwise()", max_order=None)
+  return types.Estimator(types.empty_init, surrogate, name="sfe.pathwise()", max_order=None, chunking="independent")

@@ -116,5 +116,10 @@ def score_function(baseline: Baseline | None = None) -> types.Estimator:
   min_samples = 1 if baseline is None else baseline.min_samples
   reason = " (the baseline of each sample is computed from the other samples)" if min_samples > 1 else ""
   return types.Estimator(
-    init, surrogate, name=name, sample_count=types.fixed_count(minimum=min_samples, reason=reason), max_order=None
+    init,
+    surrogate,
+    name=name,
+    sample_count=types.fixed_count(minimum=min_samples, reason=reason),
+    max_order=None,
+    chunking="per_chunk" if min_samples > 1 else "independent",  # a baseline from the other samples: per chunk
   )

@@ -293,6 +293,13 @@ def with_control_variate(
     return value + c * expected_h, new_state
 
   name = f"sfe.with_control_variate({estimator.name}, {control_variate.name})"
+  # An estimated coefficient comes from each chunk's own pilot samples: per chunk.
+  chunking = estimator.chunking if estimator.chunking == "none" or coefficient is not None else "per_chunk"
   return types.Estimator(
-    estimator.init, surrogate, name=name, sample_count=estimator.sample_count, max_order=estimator.max_order
+    estimator.init,
+    surrogate,
+    name=name,
+    sample_count=estimator.sample_count,
+    max_order=estimator.max_order,
+    chunking=chunking,
   )

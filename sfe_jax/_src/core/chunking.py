@@ -1,0 +1,125 @@
+"""Chunked estimation: ``num_samples`` drawn, evaluated and differentiated ``chunk_size`` at a time.
+
+With ``chunk_size=c < num_samples = n``, the estimate is the weighted mean of ``m = n // c`` chunk estimates of
+``c`` samples and, when ``r = n - m c > 0``, one of ``r`` samples:
+
+.. math::  \\hat F = \\frac{c}{n} \\sum_{j=1}^{m} \\hat F_j(c) + \\frac{r}{n} \\hat F_{m+1}(r),
+
+each chunk a call of the estimator's surrogate with its own key (``jax.random.split(key, chunks)``), run one
+after another by ``lax.scan`` under ``jax.checkpoint``: reverse mode keeps only each chunk's key and
+recomputes the chunk on the way back, so peak memory is that of one chunk whatever ``n`` is, for the value and
+for gradients in ``params`` and in what ``f`` closes over, at every derivative order the estimator allows.
+
+What chunking means depends on how an estimator's samples are coupled (:attr:`Estimator.chunking`):
+
+* ``"independent"``: the samples (or groups, such as antithetic pairs) are independent and the estimate is
+  their mean; the chunked estimate has the unchunked one's mean and variance. The draws differ: a chunk's
+  samples come from its own key, so only ``chunk_size >= num_samples`` (one chunk, the original key) gives
+  the unchunked numbers bit for bit.
+* ``"per_chunk"``: statistics computed from the samples themselves (a leave-one-out or optimal baseline,
+  control-variate coefficients) are computed within each chunk. The estimate stays unbiased; its variance is
+  that of the estimator at ``chunk_size`` samples divided by the number of chunks, slightly above the
+  unchunked variance when chunks are small.
+* ``"none"``: the estimator refuses ``chunk_size`` (unordered sets, enumeration, stateful estimators and any
+  estimator that does not declare otherwise).
+
+A stateful estimator (a moving-average baseline, REBAR/RELAX) refuses ``chunk_size``: its state update is
+defined on the whole sample.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from sfe_jax._src.core import checks
+from sfe_jax._src.core.types import (
+  Array,
+  CostFn,
+  DistBuilder,
+  Estimator,
+  Objective,
+  Params,
+  PRNGKey,
+  SampleCount,
+  State,
+)
+
+CHUNKING = ("independent", "per_chunk", "none")
+
+
+def check_chunk_size(
+  computation: Any, chunk_size: Any, num_samples: int, count: SampleCount, state: State
+) -> int | None:
+  """The chunk size to run with: ``None`` (one chunk, the unchunked computation) or an int below ``num_samples``.
+
+  Raises a clear error where ``computation`` refuses chunking or ``chunk_size`` (or the last, smaller chunk)
+  is not a sample count it accepts.
+  """
+  if chunk_size is None:
+    return None
+  name = computation.name
+  chunk_size = checks.check_static_int(chunk_size, "chunk_size", 1)
+  chunking = getattr(computation, "chunking", "none")
+  if chunking not in CHUNKING:
+    raise ValueError(f"{name} has chunking={chunking!r}; an Estimator's chunking must be one of {CHUNKING}.")
+  if chunking == "none":
+    raise ValueError(
+      f"{name} does not support `chunk_size`: its estimate is defined on the whole set of samples at once "
+      "(see the README's section on chunked estimation for the estimators that do). Leave chunk_size=None."
+    )
+  if jax.tree.leaves(state):
+    raise ValueError(
+      f"{name} carries state, whose update is defined on the whole sample, so it does not support "
+      "`chunk_size`. Use a stateless estimator (e.g. the leave-one-out baseline instead of a moving average) "
+      "or leave chunk_size=None."
+    )
+  if chunk_size >= num_samples:
+    return None
+
+  def refuse(rule: str, size: int) -> None:
+    raise ValueError(
+      f"{rule} for {name}{count.reason}; got {size} (num_samples={num_samples}, chunk_size={chunk_size})."
+    )
+
+  if chunk_size < count.minimum:
+    refuse(f"`chunk_size` must be at least {count.minimum}", chunk_size)
+  if chunk_size % count.multiple:  # otherwise the last chunk, num_samples % chunk_size, is a multiple too
+    refuse(f"`chunk_size` must be a multiple of {count.multiple}", chunk_size)
+  rest = num_samples % chunk_size
+  if 0 < rest < count.minimum:
+    refuse(f"the last chunk (num_samples % chunk_size) must be at least {count.minimum}", rest)
+  return chunk_size
+
+
+def surrogate_in_chunks(
+  computation: Estimator | Objective,
+  f: CostFn,
+  dist_builder: DistBuilder,
+  params: Params,
+  key: PRNGKey,
+  num_samples: int,
+  state: State,
+  chunk_size: int,
+) -> tuple[Array, State]:
+  """``computation.surrogate`` over ``num_samples`` samples, ``chunk_size`` at a time (module docstring)."""
+  num_full, rest = divmod(num_samples, chunk_size)
+  keys = jax.random.split(key, num_full + (1 if rest else 0))
+
+  @jax.checkpoint
+  def chunk(k: PRNGKey) -> Array:
+    value, _ = computation.surrogate(f, dist_builder, params, k, chunk_size, state)
+    return value
+
+  def step(total: Array, k: PRNGKey) -> tuple[Array, None]:
+    return total + chunk(k), None
+
+  zero = jnp.zeros((), jax.eval_shape(chunk, keys[0]).dtype)
+  total, _ = jax.lax.scan(step, zero, keys[:num_full])
+  value = total * jnp.asarray(chunk_size / num_samples, total.dtype)
+  if rest:
+    last, _ = computation.surrogate(f, dist_builder, params, keys[num_full], rest, state)
+    value = value + last * jnp.asarray(rest / num_samples, last.dtype)
+  return value, state
