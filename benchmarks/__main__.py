@@ -1,6 +1,6 @@
 """Command line.
 
-``python -m benchmarks {variance,bernoulli,logistic,vae,rl,throughput,all} [--quick|--full] [--out DIR]
+``python -m benchmarks {variance,bernoulli,logistic,vae,rl,throughput,scale,all} [--quick|--full] [--out DIR]
 [--device cpu|gpu]``.
 """
 
@@ -48,7 +48,11 @@ suites:
               policy-gradient estimators (no baseline, leave-one-out, value, actor-critic GAE, PPO's first
               step) at fixed parameters along training, and the time of the losses' gradients against
               hand-written JAX.
-  all         All six.
+  scale       Peak resident memory and seconds per gradient of jitted sfe.value_and_grad (score function,
+              pathwise) on a 100-dimensional diagonal Gaussian against num_samples (1e5, 1e6; the full preset
+              up to 1e8), unchunked and with chunk_size 1e4, 1e5 (1e6), each cell in a fresh process; the
+              fastest chunk size per num_samples.
+  all         All seven.
 """
 
 
@@ -58,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
   )
   parser.add_argument(
     "suite",
-    choices=("variance", "bernoulli", "logistic", "vae", "rl", "throughput", "all"),
+    choices=("variance", "bernoulli", "logistic", "vae", "rl", "throughput", "scale", "all"),
     help="which benchmark to run",
   )
   mode = parser.add_mutually_exclusive_group()
@@ -105,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
   # Imported after parsing so that --help is instant.
 
-  from benchmarks import bernoulli, gaussian, logistic, rl, throughput, vae  # noqa: PLC0415
+  from benchmarks import bernoulli, gaussian, logistic, rl, scale, throughput, vae  # noqa: PLC0415
 
   by_name = {
     "variance": gaussian,
@@ -114,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     "vae": vae,
     "rl": rl,
     "throughput": throughput,
+    "scale": scale,
   }
   suites = tuple(by_name) if args.suite == "all" else (args.suite,)
   start = time.perf_counter()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from benchmarks import __main__ as cli
-from benchmarks import bernoulli, gaussian, logistic, rl, store, throughput, vae
+from benchmarks import bernoulli, gaussian, logistic, rl, scale, store, throughput, vae
 from tests.gaussian_reference import ROWS
 
 TINY_VARIANCE = gaussian.VarianceConfig(
@@ -187,7 +187,7 @@ def test_cli_help_names_every_suite(capsys):
     cli.main(["--help"])
   assert exit_info.value.code == 0
   text = capsys.readouterr().out
-  for word in ("variance", "bernoulli", "logistic", "vae", "rl", "throughput", "all", "--quick", "--full", "--out"):
+  for word in ("variance", "bernoulli", "logistic", "vae", "rl", "throughput", "scale", "all", "--quick", "--full"):
     assert word in text
 
 
@@ -214,6 +214,7 @@ def test_cli_all_runs_every_suite_with_its_preset(tmp_path, monkeypatch, capsys)
 
   suites = {"variance": gaussian, "bernoulli": bernoulli, "logistic": logistic, "vae": vae, "rl": rl}
   suites["throughput"] = throughput
+  suites["scale"] = scale
   for name, module in suites.items():
     fake(module, name, outside=1 if name == "variance" else 0)
   out = str(tmp_path / "out")
@@ -260,9 +261,12 @@ def test_cli_all_writes_every_report(tmp_path, monkeypatch, capsys):
     vae.PRESETS, "quick", dataclasses.replace(test_vae_benchmark.TINY, models=("linear",), estimators=("DisARM",))
   )
   monkeypatch.setitem(rl.PRESETS, "quick", dataclasses.replace(test_rl_benchmark.TINY, methods=("PPO",)))
+  from tests.benchmarks import test_scale_benchmark  # noqa: PLC0415
+
+  monkeypatch.setitem(scale.PRESETS, "quick", test_scale_benchmark.TINY)
   assert cli.main(["all", "--quick", "--out", str(tmp_path / "out")]) == 0
   names = {p.name for p in (tmp_path / "out").iterdir()}
-  for suite in ("variance", "throughput", "bernoulli", "logistic", "vae", "rl"):
+  for suite in ("variance", "throughput", "bernoulli", "logistic", "vae", "rl", "scale"):
     assert {f"{suite}.{ext}" for ext in ("md", "csv", "json", "jsonl")} <= names
     assert any(n.startswith(suite) and n.endswith(".png") for n in names), suite
   assert "total" in capsys.readouterr().out

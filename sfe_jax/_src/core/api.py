@@ -110,11 +110,22 @@ def value_and_grad_of(
       prepared.num_samples,
       prepared.state,
       prepared.invalid,
-      prepared.chunk_size,
     )
 
-  (value, new_state), grads = jax.value_and_grad(surrogate, has_aux=True)(prepared.diff)
-  return value, split.grads(grads), new_state
+  if prepared.chunk_size is None:
+    (value, new_state), grads = jax.value_and_grad(surrogate, has_aux=True)(prepared.diff)
+    return value, split.grads(grads), new_state
+
+  # In chunks: each chunk's value and gradient in one pass (no recomputation), summed by chunking.in_chunks.
+  def chunk(k, size):
+    def chunk_surrogate(diff):
+      params = split.merge(diff)
+      return call_surrogate(computation, f, dist_builder, params, k, size, prepared.state, prepared.invalid)[0]
+
+    return jax.value_and_grad(chunk_surrogate)(prepared.diff)
+
+  value, grads = chunking.in_chunks(chunk, key, prepared.num_samples, prepared.chunk_size)
+  return value, split.grads(grads), prepared.state
 
 
 def expectation(

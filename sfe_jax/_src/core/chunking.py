@@ -6,9 +6,11 @@ With ``chunk_size=c < num_samples = n``, the estimate is the weighted mean of ``
 .. math::  \\hat F = \\frac{c}{n} \\sum_{j=1}^{m} \\hat F_j(c) + \\frac{r}{n} \\hat F_{m+1}(r),
 
 each chunk a call of the estimator's surrogate with its own key (``jax.random.split(key, chunks)``), run one
-after another by ``lax.scan`` under ``jax.checkpoint``: reverse mode keeps only each chunk's key and
-recomputes the chunk on the way back, so peak memory is that of one chunk whatever ``n`` is, for the value and
-for gradients in ``params`` and in what ``f`` closes over, at every derivative order the estimator allows.
+after another by ``lax.scan``. :func:`sfe_jax.value_and_grad` computes each chunk's value and gradient in one
+pass and sums them; :func:`sfe_jax.expectation` runs each chunk under ``jax.checkpoint``, so that reverse mode
+keeps only each chunk's key and recomputes the chunk on the way back. Either way peak memory is that of one
+chunk whatever ``n`` is, for the value and for gradients in ``params`` and in what ``f`` closes over, at every
+derivative order the estimator allows.
 
 What chunking means depends on how an estimator's samples are coupled (:attr:`Estimator.chunking`):
 
@@ -29,6 +31,8 @@ defined on the whole sample.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -94,6 +98,25 @@ def check_chunk_size(
   return chunk_size
 
 
+def in_chunks(fn: Callable[[PRNGKey, int], Any], key: PRNGKey, num_samples: int, chunk_size: int) -> Any:
+  """``sum_j (n_j / num_samples) fn(key_j, n_j)`` over the chunks: ``num_samples // chunk_size`` chunks of
+  ``chunk_size`` run by ``lax.scan`` and, if there is a remainder, one smaller chunk; ``fn`` returns a pytree
+  of arrays (a value, or a value and gradients)."""
+  num_full, rest = divmod(num_samples, chunk_size)
+  keys = jax.random.split(key, num_full + (1 if rest else 0))
+
+  def step(total: Any, k: PRNGKey) -> tuple[Any, None]:
+    return jax.tree.map(jnp.add, total, fn(k, chunk_size)), None
+
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(lambda k: fn(k, chunk_size), keys[0]))
+  total, _ = jax.lax.scan(step, zeros, keys[:num_full])
+  total = jax.tree.map(lambda t: t * jnp.asarray(chunk_size / num_samples, t.dtype), total)
+  if rest:
+    last = fn(keys[num_full], rest)
+    total = jax.tree.map(lambda t, x: t + x * jnp.asarray(rest / num_samples, x.dtype), total, last)
+  return total
+
+
 def surrogate_in_chunks(
   computation: Estimator | Objective,
   f: CostFn,
@@ -104,22 +127,15 @@ def surrogate_in_chunks(
   state: State,
   chunk_size: int,
 ) -> tuple[Array, State]:
-  """``computation.surrogate`` over ``num_samples`` samples, ``chunk_size`` at a time (module docstring)."""
-  num_full, rest = divmod(num_samples, chunk_size)
-  keys = jax.random.split(key, num_full + (1 if rest else 0))
+  """The surrogate over ``num_samples`` samples, ``chunk_size`` at a time, for :func:`sfe_jax.expectation`.
 
-  @jax.checkpoint
-  def chunk(k: PRNGKey) -> Array:
-    value, _ = computation.surrogate(f, dist_builder, params, k, chunk_size, state)
+  Each chunk runs under ``jax.checkpoint``: differentiating the result (to any order) keeps one chunk's key
+  and recomputes the chunk, so memory stays that of one chunk whatever derivative the caller takes.
+  """
+
+  @functools.partial(jax.checkpoint, static_argnums=(1,))
+  def chunk(k: PRNGKey, size: int) -> Array:
+    value, _ = computation.surrogate(f, dist_builder, params, k, size, state)
     return value
 
-  def step(total: Array, k: PRNGKey) -> tuple[Array, None]:
-    return total + chunk(k), None
-
-  zero = jnp.zeros((), jax.eval_shape(chunk, keys[0]).dtype)
-  total, _ = jax.lax.scan(step, zero, keys[:num_full])
-  value = total * jnp.asarray(chunk_size / num_samples, total.dtype)
-  if rest:
-    last, _ = computation.surrogate(f, dist_builder, params, keys[num_full], rest, state)
-    value = value + last * jnp.asarray(rest / num_samples, last.dtype)
-  return value, state
+  return in_chunks(chunk, key, num_samples, chunk_size), state
