@@ -134,6 +134,14 @@ def measure_in_process(estimator: str, dim: int, num_samples: int, chunk_size: i
   }
 
 
+def _platform() -> str:
+  """The platform of this process's default device (``--device`` sets it), for the cells' processes."""
+  import jax  # noqa: PLC0415
+
+  device = jax.config.jax_default_device
+  return device.platform if device is not None and not isinstance(device, str) else jax.default_backend()
+
+
 def unchunked_fits(config: ScaleConfig, n: int) -> bool:
   return WORKING_SET_FACTOR * n * config.dim * 4 <= config.max_unchunked_bytes
 
@@ -157,6 +165,7 @@ def measure_cell(config: ScaleConfig, estimator: str, n: int, chunk_size: int | 
       timeout=config.timeout,
       check=False,
       cwd=ROOT,
+      env={**os.environ, "JAX_PLATFORMS": _platform()},  # the device --device chose in this process
     )
   except subprocess.TimeoutExpired:
     return [{**record, "status": f"timed out after {config.timeout:.0f} s"}]

@@ -300,10 +300,16 @@ def _cost_analysis(compiled) -> dict[str, Any]:
   if isinstance(analysis, (list, tuple)):
     analysis = analysis[0] if analysis else {}
   analysis = analysis or {}
+  try:
+    memory = compiled.memory_analysis()
+    temp_bytes = int(memory.temp_size_in_bytes) if memory is not None else None
+  except Exception:  # pragma: no cover - not every backend has one
+    temp_bytes = None
   return {
     "flops": analysis.get("flops"),
     "bytes_accessed": analysis.get("bytes accessed"),
     "hlo_instructions": instructions,
+    "temp_bytes": temp_bytes,
   }
 
 
@@ -421,6 +427,8 @@ def _measure_family(config: ThroughputConfig, family: str, names: list[str], dim
       "sfe_bytes": ours["bytes_accessed"],
       "forward_bytes": fwd["bytes_accessed"],
       "sfe_hlo_instructions": ours["hlo_instructions"],
+      "sfe_temp_bytes": ours["temp_bytes"],  # XLA's temporary buffers of the compiled gradient (its memory)
+      "forward_temp_bytes": fwd["temp_bytes"],
       "repeats": len(ours["times"]),
       "estimates_per_second": 1.0 / ours["median_seconds"],
       "samples_per_second": n / ours["median_seconds"],
@@ -550,6 +558,11 @@ def verdict(value: float | None, target: float) -> str:
   return "ok" if value <= target else "**over**"
 
 
+def _mib_pair(a: Any, b: Any) -> str:
+  """``"a / b"`` in MiB (1 decimal); ``—`` for a missing figure (records written before it was measured)."""
+  return " / ".join("—" if v is None else f"{float(v) / 2**20:.1f}" for v in (a, b))
+
+
 def _ms(seconds: float | None) -> float | None:
   return None if seconds is None else seconds * 1e3
 
@@ -578,6 +591,7 @@ def to_markdown(records: list[dict[str, Any]], config: ThroughputConfig, env: di
     "flops sfe / hand",
     "bytes sfe / hand",
     "HLO instr. sfe / hand",
+    "XLA temp MiB sfe / forward",
     "max rel. diff sfe vs hand",
   ]
 
@@ -604,6 +618,7 @@ def to_markdown(records: list[dict[str, Any]], config: ThroughputConfig, env: di
       ratio(r["sfe_flops"], r["hand_flops"]),
       ratio(r["sfe_bytes"], r["hand_bytes"]),
       f"{r['sfe_hlo_instructions']} / {r['hand_hlo_instructions'] or '—'}",
+      _mib_pair(r.get("sfe_temp_bytes"), r.get("forward_temp_bytes")),
       r["relative_diff_sfe_hand"],
     ]
     for r in records

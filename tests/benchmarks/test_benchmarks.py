@@ -165,6 +165,7 @@ def test_throughput_suite_end_to_end(tmp_path, estimators):
       assert r["hand_seconds"] is None and r["sfe_over_hand"] is None
     for field in fields:
       assert math.isfinite(r[field]) and r[field] > 0, field
+    assert r["sfe_temp_bytes"] >= 0 and r["forward_temp_bytes"] >= 0
     if r["estimator"] in throughput.HAND_WRITTEN and r["estimator"] not in ("arm", "disarm"):
       assert r["relative_diff_sfe_hand"] < 1e-5
   assert sorted(p.name for p in tmp_path.iterdir()) == [

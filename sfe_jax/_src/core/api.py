@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import jax
 
-from sfe_jax._src.core import checks, chunking, distributions, finite
+from sfe_jax._src.core import checks, chunking, distributions, finite, sampling
 from sfe_jax._src.core.differentiation import ParamsSplit, first_order, stop_gradient
 from sfe_jax._src.core.types import Array, CostFn, DistBuilder, Estimator, Objective, Params, PRNGKey, State
 
@@ -24,6 +24,7 @@ class Prepared(NamedTuple):
   state: State
   invalid: Array  # NaN in params or an out-of-domain distribution parameter (finite.py): a boolean scalar
   chunk_size: int | None = None  # None: one chunk (chunking.py)
+  sample_sharding: Any = None  # a NamedSharding of the sample axis, or None (sampling.sample_sharding)
 
 
 def prepare(
@@ -36,6 +37,7 @@ def prepare(
   state: State,
   max_memory: Any = None,
   chunk_size: Any = None,
+  sample_sharding: Any = None,
 ) -> Prepared:
   """All the checks of an entry point, at trace time, in the order a user would want to hear about them."""
   if not callable(f):
@@ -48,8 +50,9 @@ def prepare(
   state = checks.check_state(state, computation.init, split, diff, computation.name)
   chunk_size = chunking.check_chunk_size(computation, chunk_size, num_samples, count, state)
   checks.check_memory(dist, num_samples, max_memory, computation.name, chunk_size)
+  checks.check_sample_sharding(sample_sharding, num_samples, chunk_size)
   invalid = finite.any_nan(diff) | distributions.out_of_domain(dist)
-  return Prepared(split, diff, num_samples, state, invalid, chunk_size)
+  return Prepared(split, diff, num_samples, state, invalid, chunk_size, sample_sharding)
 
 
 def call_surrogate(
@@ -62,6 +65,7 @@ def call_surrogate(
   state: State,
   invalid: Array,
   chunk_size: int | None = None,
+  sample_sharding: Any = None,
 ) -> tuple[Array, State]:
   """``computation.surrogate`` under the library's rules (:mod:`sfe_jax._src.core.finite`).
 
@@ -76,12 +80,13 @@ def call_surrogate(
     params = finite.poison_derivatives(params, invalid)
   if computation.max_order == 1:
     params = first_order(params, computation.name)
-  if chunk_size is None:
-    value, new_state = computation.surrogate(f, dist_builder, params, key, num_samples, state)
-  else:
-    value, new_state = chunking.surrogate_in_chunks(
-      computation, f, dist_builder, params, key, num_samples, state, chunk_size
-    )
+  with sampling.sample_sharding(sample_sharding):
+    if chunk_size is None:
+      value, new_state = computation.surrogate(f, dist_builder, params, key, num_samples, state)
+    else:
+      value, new_state = chunking.surrogate_in_chunks(
+        computation, f, dist_builder, params, key, num_samples, state, chunk_size
+      )
   return (value if known_good else finite.poison(value, invalid)), new_state
 
 
@@ -95,9 +100,12 @@ def value_and_grad_of(
   state: State,
   max_memory: Any = None,
   chunk_size: Any = None,
+  sample_sharding: Any = None,
 ) -> tuple[Array, Params, State]:
   """``jax.value_and_grad`` of the surrogate in the differentiable leaves of ``params``."""
-  prepared = prepare(computation, f, dist_builder, params, key, num_samples, state, max_memory, chunk_size)
+  prepared = prepare(
+    computation, f, dist_builder, params, key, num_samples, state, max_memory, chunk_size, sample_sharding
+  )
   split = prepared.split
 
   def surrogate(diff):
@@ -110,6 +118,8 @@ def value_and_grad_of(
       prepared.num_samples,
       prepared.state,
       prepared.invalid,
+      None,
+      prepared.sample_sharding,
     )
 
   if prepared.chunk_size is None:
@@ -120,7 +130,9 @@ def value_and_grad_of(
   def chunk(k, size):
     def chunk_surrogate(diff):
       params = split.merge(diff)
-      return call_surrogate(computation, f, dist_builder, params, k, size, prepared.state, prepared.invalid)[0]
+      return call_surrogate(
+        computation, f, dist_builder, params, k, size, prepared.state, prepared.invalid, None, prepared.sample_sharding
+      )[0]
 
     return jax.value_and_grad(chunk_surrogate)(prepared.diff)
 
@@ -139,6 +151,7 @@ def expectation(
   state: State = None,
   max_memory: int | None = None,
   chunk_size: int | None = None,
+  sample_sharding: jax.sharding.NamedSharding | None = None,
 ) -> tuple[Array, State]:
   r"""A differentiable Monte Carlo estimate of ``E_{x ~ dist_builder(params)}[f(x)]``.
 
@@ -173,6 +186,13 @@ def expectation(
       coefficients) those statistics come from each chunk. Each chunk draws from its own key
       (``jax.random.split(key, num_chunks)``), so the numbers differ from the unchunked call's unless
       ``chunk_size >= num_samples``. Stateful estimators and those with ``chunking == "none"`` refuse it.
+    sample_sharding: ``None`` or a ``jax.sharding.NamedSharding`` that splits the leading (sample) axis, e.g.
+      ``NamedSharding(mesh, P("samples"))``: under ``jax.jit``, the samples and the evaluations of ``f`` are
+      constrained to it, so sampling, ``f`` and the reduction run across the mesh's devices while params stay
+      replicated. The result is the full-sample estimate (the same numbers as on one device for the same key,
+      up to the order of the final sum), and gradients in replicated params come out once. With
+      ``chunk_size``, each chunk is sharded. ``num_samples`` (or ``chunk_size``) must be a multiple of the
+      number of devices on the sample axis.
 
   Returns:
     ``(surrogate, new_state)``: a scalar and the updated estimator state.
@@ -188,7 +208,9 @@ def expectation(
     {'loc': (2,), 'scale': (2,)}
   """
   checks.check_estimator(estimator)
-  prepared = prepare(estimator, f, dist_builder, params, key, num_samples, state, max_memory, chunk_size)
+  prepared = prepare(
+    estimator, f, dist_builder, params, key, num_samples, state, max_memory, chunk_size, sample_sharding
+  )
   return call_surrogate(
     estimator,
     f,
@@ -199,6 +221,7 @@ def expectation(
     prepared.state,
     prepared.invalid,
     prepared.chunk_size,
+    prepared.sample_sharding,
   )
 
 
@@ -213,6 +236,7 @@ def value_and_grad(
   state: State = None,
   max_memory: int | None = None,
   chunk_size: int | None = None,
+  sample_sharding: jax.sharding.NamedSharding | None = None,
 ) -> tuple[Array, Params, State]:
   r"""The Monte Carlo estimate of ``E[f(x)]`` and ``estimator``'s estimate of its gradient.
 
@@ -236,4 +260,6 @@ def value_and_grad(
     (3,)
   """
   checks.check_estimator(estimator)
-  return value_and_grad_of(estimator, f, dist_builder, params, key, num_samples, state, max_memory, chunk_size)
+  return value_and_grad_of(
+    estimator, f, dist_builder, params, key, num_samples, state, max_memory, chunk_size, sample_sharding
+  )

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sfe_jax._src.core import distributions
+from sfe_jax._src.core import distributions, sampling
 from sfe_jax._src.core.differentiation import HigherOrderError, ParamsSplit, split_params
 from sfe_jax._src.core.types import DistBuilder, Estimator, InitFn, Objective, Params, SampleCount, State
 
@@ -125,6 +125,30 @@ def check_memory(dist: Any, num_samples: int, max_memory: Any, name: str, chunk_
       f"needs about {_size(need)} of working memory ({WORKING_SET_FACTOR} x the samples), more than {where} "
       f"({_size(limit)}). Pass chunk_size= to draw and evaluate the samples in chunks, use fewer samples, or "
       "pass a larger max_memory (in bytes) if you know it fits."
+    )
+
+
+def check_sample_sharding(sharding: Any, num_samples: int, chunk_size: int | None) -> None:
+  """``sample_sharding`` is ``None`` or a ``NamedSharding`` of the leading axis that divides each call's samples."""
+  if sharding is None:
+    return
+  if not isinstance(sharding, jax.sharding.NamedSharding):
+    raise TypeError(
+      "`sample_sharding` must be a jax.sharding.NamedSharding of the sample axis, e.g. "
+      f"NamedSharding(mesh, PartitionSpec('samples')); got {type(sharding).__name__}."
+    )
+  if any(axis is not None for axis in tuple(sharding.spec)[1:]):
+    raise ValueError(
+      "`sample_sharding` must split only the leading (sample) axis, e.g. PartitionSpec('samples'); got "
+      f"{sharding.spec}."
+    )
+  shards = sampling.num_shards(sharding)
+  per_call = chunk_size or num_samples
+  if per_call % shards:
+    what = "chunk_size" if chunk_size else "num_samples"
+    raise ValueError(
+      f"`{what}` ({per_call}) must be a multiple of the {shards} devices that `sample_sharding` splits the "
+      "sample axis over."
     )
 
 

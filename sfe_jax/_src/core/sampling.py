@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -11,6 +14,36 @@ import jax.numpy as jnp
 from sfe_jax._src.core import distributions
 from sfe_jax._src.core.differentiation import HigherOrderError
 from sfe_jax._src.core.types import Array, CostFn, PRNGKey
+
+# The sharding of the sample axis, set by the entry points while they trace an estimator (``sample_sharding=``).
+_SAMPLE_SHARDING: contextvars.ContextVar[Any] = contextvars.ContextVar("sample_sharding", default=None)
+
+
+@contextlib.contextmanager
+def sample_sharding(sharding: Any) -> Iterator[None]:
+  """While tracing under this context, :func:`evaluate` shards the leading (sample) axis with ``sharding``."""
+  token = _SAMPLE_SHARDING.set(sharding)
+  try:
+    yield
+  finally:
+    _SAMPLE_SHARDING.reset(token)
+
+
+def num_shards(sharding: Any) -> int:
+  """The number of devices the leading axis is split over by a ``NamedSharding`` such as ``P("samples")``."""
+  axes = sharding.spec[0] if len(sharding.spec) else None
+  if axes is None:
+    return 1
+  names = axes if isinstance(axes, tuple) else (axes,)
+  return math.prod(sharding.mesh.shape[name] for name in names)
+
+
+def _constrain(xs: Array) -> Array:
+  """``xs`` with its leading axis sharded as the current :func:`sample_sharding` says (when it divides)."""
+  sharding = _SAMPLE_SHARDING.get()
+  if sharding is None or xs.ndim == 0 or xs.shape[0] % num_shards(sharding):
+    return xs
+  return jax.lax.with_sharding_constraint(xs, sharding)
 
 
 def sample(dist: Any, key: PRNGKey, num_samples: int) -> Array:
@@ -93,7 +126,7 @@ def evaluate(f: CostFn, xs: Array, what: str = "`f`") -> Array:
   if jnp.issubdtype(out_shape.dtype, jnp.complexfloating):
     raise TypeError(f"{what} must return a real scalar; it returned dtype {out_shape.dtype}.")
   try:
-    values = jax.vmap(f)(xs)
+    values = _constrain(jax.vmap(f)(_constrain(xs)))
   except HigherOrderError:
     raise
   except Exception as e:
