@@ -1,10 +1,10 @@
 """The sample axis across devices (``sample_sharding=``), on 4 forced CPU host devices in a subprocess.
 
-For each estimator: the sharded estimate equals the single-device one for the same key (value and gradients,
-up to the order of the final sum), the compiled program runs on 4 devices and reduces across them, gradients
-in replicated params come out once (not 4 x, the trap of a naive ``pmean`` after ``shard_map``), and chunking
-composes with sharding. Also the RL losses with the batch of environments sharded.
-"""
+For the score function (with and without a baseline), pathwise (chunked), measure-valued, ARM and DisARM: the
+sharded estimate equals the single-device one for the same key (value and gradients, up to the order of the
+final sum), the compiled program runs on 4 devices and reduces across them, and gradients in replicated params
+come out once (not 4 x, the trap of a naive ``pmean`` after ``shard_map``). Also the RL losses with the batch
+of environments sharded."""
 
 import os
 import subprocess
@@ -38,8 +38,6 @@ SCRIPT = textwrap.dedent(
   cases = {
     "sf": (sfe.score_function(), normal, gauss, f, 64, None),
     "sf-loo": (sfe.score_function(sfe.baselines.leave_one_out()), normal, gauss, f, 64, None),
-    "sf-optimal": (sfe.score_function(sfe.baselines.optimal()), normal, gauss, f, 64, None),
-    "pathwise": (sfe.pathwise(), normal, gauss, f, 64, None),
     "pathwise-chunked": (sfe.pathwise(), normal, gauss, f, 64, 16),
     "mvd": (sfe.measure_valued(), normal, gauss, f, 48, None),
     "arm": (sfe.arm(), bits, logits, g, 64, None),
@@ -49,12 +47,12 @@ SCRIPT = textwrap.dedent(
     def run(p, k, s=None):
       return sfe.value_and_grad(est, fn, build, p, k, num_samples=n, chunk_size=chunk, sample_sharding=s)[:2]
     plain = jax.jit(run)(params, key)
-    sharded_fn = jax.jit(lambda p, k: run(p, k, sharding))
-    sharded = sharded_fn(params, key)
+    compiled = jax.jit(lambda p, k: run(p, k, sharding)).lower(params, key).compile()
+    sharded = compiled(params, key)
     np.testing.assert_allclose(sharded[0], plain[0], rtol=2e-6, atol=1e-6, err_msg=name)
     for a, b in zip(jax.tree.leaves(sharded[1]), jax.tree.leaves(plain[1])):
       np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-5, err_msg=name)
-    hlo = sharded_fn.lower(params, key).compile().as_text()
+    hlo = compiled.as_text()
     assert "num_partitions=4" in hlo and "all-reduce" in hlo, name
     print("ok", name)
 
@@ -84,7 +82,7 @@ def test_sharded_estimates_equal_the_single_device_ones():
     [sys.executable, "-c", SCRIPT], capture_output=True, text=True, env={**os.environ, "XLA_FLAGS": flags}, timeout=600
   )
   assert done.returncode == 0, done.stderr[-3000:]
-  assert done.stdout.count("ok ") == 10, done.stdout
+  assert done.stdout.count("ok ") == 8, done.stdout
 
 
 def _normal(p):
