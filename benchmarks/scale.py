@@ -9,7 +9,7 @@ Each cell runs in a fresh Python process (peak resident memory is a per-process 
 JAX, compiles the gradient (compile seconds reported apart), runs it once untimed and ``repeats`` times timed
 (the median is reported), and reports
 
-* ``peak_rss_bytes``: the process's peak resident memory (``getrusage``), and ``baseline_rss_bytes``, the
+* ``peak_rss_bytes``: the process's peak resident memory (``VmHWM`` on Linux), and ``baseline_rss_bytes``, the
   resident memory after JAX is imported and before anything is compiled, so that the difference is the
   estimate's own;
 * ``xla_temp_bytes``: XLA's temporary buffers of the compiled gradient (``memory_analysis()``), the figure
@@ -79,7 +79,19 @@ PRESETS = {
 
 
 def _rss_bytes() -> int:
-  """The peak resident memory of this process so far (``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
+  """The peak resident memory of this process so far.
+
+  Linux: ``VmHWM`` of ``/proc/self/status``, which starts afresh at ``exec``; ``ru_maxrss`` does not (it keeps
+  the high-water mark of the parent at ``fork``, so a cell spawned by a large process would report the
+  parent's size). Elsewhere ``ru_maxrss`` (KiB on Linux, bytes on macOS).
+  """
+  try:
+    with open("/proc/self/status") as fh:
+      for line in fh:
+        if line.startswith("VmHWM:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
   return int(peak) if sys.platform == "darwin" else int(peak) * 1024
 

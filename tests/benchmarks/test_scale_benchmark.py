@@ -53,6 +53,15 @@ def test_cells_skip_what_does_not_fit_or_is_unchunked():
   ]
 
 
+def test_peak_memory_is_the_cells_own_not_its_parents():
+  # ru_maxrss survives fork + exec on Linux: a cell spawned by a large process would report the parent's size.
+  ballast = bytearray(600 * 2**20)  # this process grows by 600 MiB (one byte written per page) first
+  ballast[::4096] = b"\x01" * len(range(0, len(ballast), 4096))
+  ((record,),) = [scale.measure_cell(TINY, "pathwise", 2_000, None)]
+  del ballast
+  assert record["status"] == "ok" and record["baseline_rss_bytes"] < 500 * 2**20, record
+
+
 def test_a_failing_cell_is_recorded_not_raised():
   record = scale.measure_cell(dataclasses.replace(TINY, estimators=("pathwise",)), "no_such_estimator", 10, None)
   assert record[0]["status"].startswith("failed: ") and "KeyError" in record[0]["status"]

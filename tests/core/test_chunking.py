@@ -116,6 +116,19 @@ def test_first_order_estimators_keep_their_guard_under_chunking():
     jax.eval_shape(jax.hessian(surrogate), jnp.array([1.0, 1.0]))
 
 
+def test_low_precision_gradients_are_summed_in_float32():
+  # 1000 chunks of 2: a bfloat16 running sum would stall near 256 x one chunk's gradient.
+  def run(dtype):
+    params = {"loc": jnp.zeros(2, dtype), "scale": jnp.ones(2, dtype)}
+    return jax.jit(
+      lambda k: sfe.value_and_grad(sfe.pathwise(), ROW.f, NORMAL, params, k, num_samples=2000, chunk_size=2)[:2]
+    )(KEY)
+
+  (_, low), (_, full) = run(jnp.bfloat16), run(jnp.float32)
+  assert low["loc"].dtype == jnp.bfloat16
+  np.testing.assert_allclose(flat1(low).astype(np.float32), flat1(full), rtol=1e-2)
+
+
 def test_deterministic_for_a_key_and_vmappable():
   est = sfe.pathwise()
   run = jax.jit(lambda k: sfe.value_and_grad(est, ROW.f, NORMAL, PARAMS, k, num_samples=30, chunk_size=7)[:2])

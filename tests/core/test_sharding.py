@@ -67,11 +67,25 @@ SCRIPT = textwrap.dedent(
   assert len(sharded.sharding.device_set) == 4
   print("ok rl")
 
+  for n, chunk, message in [(6, None, "`num_samples` (6)"), (22, 8, "the last chunk (num_samples % chunk_size) (6)")]:
+    try:
+      sfe.value_and_grad(sfe.pathwise(), f, normal, gauss, key, num_samples=n, chunk_size=chunk,
+                         sample_sharding=sharding)
+      raise AssertionError("not refused")
+    except ValueError as e:
+      assert f"{message} must be a multiple of the 4 devices" in str(e), e
+  print("ok divisibility")
+
+  # The memory check counts one device's share of the samples; a trailing None in the spec is accepted.
+  big = lambda s: jax.eval_shape(lambda p: sfe.value_and_grad(
+    sfe.pathwise(), f, normal, p, key, num_samples=10**6, max_memory=60 * 10**6, sample_sharding=s)[:2], gauss)
   try:
-    sfe.value_and_grad(sfe.pathwise(), f, normal, gauss, key, num_samples=6, sample_sharding=sharding)
+    big(None)
+    raise AssertionError("not refused")
   except ValueError as e:
-    assert "`num_samples` (6) must be a multiple of the 4 devices" in str(e), e
-    print("ok divisibility")
+    assert "max_memory" in str(e)
+  big(NamedSharding(mesh, P("samples", None)))  # 96 MB over 4 devices: 24 MB each
+  print("ok memory")
   """
 )
 
@@ -82,7 +96,7 @@ def test_sharded_estimates_equal_the_single_device_ones():
     [sys.executable, "-c", SCRIPT], capture_output=True, text=True, env={**os.environ, "XLA_FLAGS": flags}, timeout=600
   )
   assert done.returncode == 0, done.stderr[-3000:]
-  assert done.stdout.count("ok ") == 8, done.stdout
+  assert done.stdout.count("ok ") == 9, done.stdout
 
 
 def _normal(p):

@@ -8,6 +8,7 @@ them too).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -49,8 +50,9 @@ def prepare(
   num_samples = checks.check_num_samples(num_samples, count, computation.name)
   state = checks.check_state(state, computation.init, split, diff, computation.name)
   chunk_size = chunking.check_chunk_size(computation, chunk_size, num_samples, count, state)
-  checks.check_memory(dist, num_samples, max_memory, computation.name, chunk_size)
-  checks.check_sample_sharding(sample_sharding, num_samples, chunk_size)
+  sample_sharding = checks.check_sample_sharding(sample_sharding, num_samples, chunk_size)
+  shards = 1 if sample_sharding is None else sampling.num_shards(sample_sharding)
+  checks.check_memory(dist, num_samples, max_memory, computation.name, chunk_size, shards)
   invalid = finite.any_nan(diff) | distributions.out_of_domain(dist)
   return Prepared(split, diff, num_samples, state, invalid, chunk_size, sample_sharding)
 
@@ -126,7 +128,12 @@ def value_and_grad_of(
     (value, new_state), grads = jax.value_and_grad(surrogate, has_aux=True)(prepared.diff)
     return value, split.grads(grads), new_state
 
-  # In chunks: each chunk's value and gradient in one pass (no recomputation), summed by chunking.in_chunks.
+  # In chunks: each chunk's value and gradient in one pass (no recomputation), summed by chunking.in_chunks in
+  # float32 for float16/bfloat16 params (a low-precision running sum would stall), cast back at the end. The
+  # checkpoint costs nothing unless the caller differentiates the result, and then keeps memory per chunk.
+  wide = finite.upcast(prepared.diff)
+
+  @functools.partial(jax.checkpoint, static_argnums=(1,))
   def chunk(k, size):
     def chunk_surrogate(diff):
       params = split.merge(diff)
@@ -134,9 +141,10 @@ def value_and_grad_of(
         computation, f, dist_builder, params, k, size, prepared.state, prepared.invalid, None, prepared.sample_sharding
       )[0]
 
-    return jax.value_and_grad(chunk_surrogate)(prepared.diff)
+    return jax.value_and_grad(chunk_surrogate)(wide)
 
   value, grads = chunking.in_chunks(chunk, key, prepared.num_samples, prepared.chunk_size)
+  grads = [g.astype(d.dtype) for g, d in zip(grads, prepared.diff)]
   return value, split.grads(grads), prepared.state
 
 
@@ -191,8 +199,8 @@ def expectation(
       constrained to it, so sampling, ``f`` and the reduction run across the mesh's devices while params stay
       replicated. The result is the full-sample estimate (the same numbers as on one device for the same key,
       up to the order of the final sum), and gradients in replicated params come out once. With
-      ``chunk_size``, each chunk is sharded. ``num_samples`` (or ``chunk_size``) must be a multiple of the
-      number of devices on the sample axis.
+      ``chunk_size``, each chunk is sharded. ``num_samples`` (or ``chunk_size``, and the last chunk) must be
+      a multiple of the number of devices on the sample axis; ``max_memory`` is checked per device.
 
   Returns:
     ``(surrogate, new_state)``: a scalar and the updated estimator state.

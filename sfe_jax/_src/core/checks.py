@@ -103,11 +103,14 @@ def device_memory() -> int | None:
     return None
 
 
-def check_memory(dist: Any, num_samples: int, max_memory: Any, name: str, chunk_size: int | None = None) -> None:
+def check_memory(
+  dist: Any, num_samples: int, max_memory: Any, name: str, chunk_size: int | None = None, shards: int = 1
+) -> None:
   """Refuses an estimate whose working set would exceed ``max_memory`` bytes (``None``: the device's memory).
 
-  The estimate, ``WORKING_SET_FACTOR * (chunk_size or num_samples) * sample bytes`` (float32 at least), is a
-  lower bound: what ``f`` allocates for its own intermediates comes on top.
+  The estimate, ``WORKING_SET_FACTOR * (chunk_size or num_samples) * sample bytes / shards`` (float32 at least;
+  ``shards`` devices share the sample axis), is a lower bound per device: what ``f`` allocates for its own
+  intermediates comes on top.
   """
   limit = device_memory() if max_memory is None else check_static_int(max_memory, "max_memory", 1)
   if limit is None:
@@ -115,10 +118,11 @@ def check_memory(dist: Any, num_samples: int, max_memory: Any, name: str, chunk_
   one = distributions.one_sample(dist)
   itemsize = max(jnp.dtype(one.dtype).itemsize, 4)
   sample_bytes = math.prod(one.shape) * itemsize
-  need = WORKING_SET_FACTOR * (chunk_size or num_samples) * sample_bytes
+  need = WORKING_SET_FACTOR * (chunk_size or num_samples) * sample_bytes // shards
   if need > limit:
     where = "the default device's memory" if max_memory is None else "max_memory"
     chunks = "" if chunk_size is None else f" in chunks of chunk_size={chunk_size}"
+    chunks += "" if shards == 1 else f" over {shards} devices"
     raise ValueError(
       f"{name} with num_samples={num_samples}{chunks}, samples of shape {tuple(one.shape)} "
       f"({sample_bytes} bytes each), "
@@ -128,28 +132,36 @@ def check_memory(dist: Any, num_samples: int, max_memory: Any, name: str, chunk_
     )
 
 
-def check_sample_sharding(sharding: Any, num_samples: int, chunk_size: int | None) -> None:
-  """``sample_sharding`` is ``None`` or a ``NamedSharding`` of the leading axis that divides each call's samples."""
+def check_sample_sharding(sharding: Any, num_samples: int, chunk_size: int | None) -> Any:
+  """Checks ``sample_sharding``; returns ``None`` or a ``NamedSharding`` that splits only the leading axis.
+
+  Every chunk (the last, smaller one included) must split evenly over the devices of the sample axis.
+  """
   if sharding is None:
-    return
+    return None
   if not isinstance(sharding, jax.sharding.NamedSharding):
     raise TypeError(
       "`sample_sharding` must be a jax.sharding.NamedSharding of the sample axis, e.g. "
       f"NamedSharding(mesh, PartitionSpec('samples')); got {type(sharding).__name__}."
     )
-  if any(axis is not None for axis in tuple(sharding.spec)[1:]):
+  spec = tuple(sharding.spec)
+  if any(axis is not None for axis in spec[1:]):
     raise ValueError(
       "`sample_sharding` must split only the leading (sample) axis, e.g. PartitionSpec('samples'); got "
       f"{sharding.spec}."
     )
+  sharding = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*spec[:1]))  # any rank
   shards = sampling.num_shards(sharding)
-  per_call = chunk_size or num_samples
-  if per_call % shards:
-    what = "chunk_size" if chunk_size else "num_samples"
-    raise ValueError(
-      f"`{what}` ({per_call}) must be a multiple of the {shards} devices that `sample_sharding` splits the "
-      "sample axis over."
-    )
+  sizes = [("`num_samples`", num_samples)] if chunk_size is None else [("`chunk_size`", chunk_size)]
+  if chunk_size is not None and num_samples % chunk_size:
+    sizes.append(("the last chunk (num_samples % chunk_size)", num_samples % chunk_size))
+  for what, size in sizes:
+    if size % shards:
+      raise ValueError(
+        f"{what} ({size}) must be a multiple of the {shards} devices that `sample_sharding` splits the "
+        "sample axis over."
+      )
+  return sharding
 
 
 def _size(num_bytes: int) -> str:

@@ -125,12 +125,14 @@ def evaluate(f: CostFn, xs: Array, what: str = "`f`") -> Array:
     )
   if jnp.issubdtype(out_shape.dtype, jnp.complexfloating):
     raise TypeError(f"{what} must return a real scalar; it returned dtype {out_shape.dtype}.")
+  xs = _constrain(xs)
   try:
-    values = _constrain(jax.vmap(f)(_constrain(xs)))
+    values = jax.vmap(f)(xs)
   except HigherOrderError:
     raise
   except Exception as e:
     raise call_error(e, what, one) from e
+  values = _constrain(values)
   if not jnp.issubdtype(values.dtype, jnp.floating):
     values = values.astype(jnp.result_type(float))
   return values

@@ -121,5 +121,6 @@ def score_function(baseline: Baseline | None = None) -> types.Estimator:
     name=name,
     sample_count=types.fixed_count(minimum=min_samples, reason=reason),
     max_order=None,
-    chunking="per_chunk" if min_samples > 1 else "independent",  # a baseline from the other samples: per chunk
+    # No baseline or a constant one: independent samples; any other baseline may use the batch: per chunk.
+    chunking="independent" if baseline is None or baseline.name.startswith("sfe.baselines.constant(") else "per_chunk",
   )
