@@ -230,3 +230,17 @@ def test_bad_chunk_sizes_are_refused_clearly(est, n, chunk_size, error, match):
 def test_a_traced_chunk_size_is_refused():
   with pytest.raises(TypeError, match=r"`chunk_size` must be a static Python int"):
     jax.jit(lambda c: sfe.value_and_grad(sfe.pathwise(), ROW.f, NORMAL, PARAMS, KEY, num_samples=10, chunk_size=c))(5)
+
+
+def test_what_chunking_means_for_each_baseline():
+  plain = sfe.baselines.constant(0.5)
+  custom = plain._replace(name="my_batch_mean_baseline")  # a baseline written outside the library may use the batch
+  assert sfe.score_function().chunking == "independent"
+  assert sfe.score_function(plain).chunking == "independent"
+  assert sfe.score_function(custom).chunking == "per_chunk"
+  assert sfe.score_function(sfe.baselines.leave_one_out()).chunking == "per_chunk"
+  assert sfe.with_control_variate(sfe.pathwise(), sfe.control_variates.delta_method()).chunking == "per_chunk"
+  assert sfe.with_control_variate(sfe.pathwise(), sfe.control_variates.delta_method(), coefficient=1.0).chunking == (
+    "independent"
+  )
+  assert sfe.unordered_set().chunking == "none" and sfe.relax(lambda cp, z: jnp.sum(z), {}).chunking == "none"
