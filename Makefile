@@ -5,14 +5,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install lint format test test-full bench bench-full clean
+.PHONY: install lint format test test-full bench bench-full gpu-wheels clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[bench,dev,interop]"
+	$(BIN)/python -m pip install --quiet -e ".[bench,dev,interop,peers]"
 	touch $(STAMP)
 
 # ruff (lint and format check) on the whole tree, mypy on the library; `make test` runs it first.
@@ -36,6 +36,13 @@ bench: $(STAMP)
 
 bench-full: $(STAMP)
 	$(BIN)/python -m benchmarks all --full --out bench-results
+
+# Wheels that a GPU machine with its own CUDA JAX lacks, for benchmarks/gpu.sh (Python 3.12, x86-64).
+gpu-wheels: $(STAMP)
+	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any -d .whl \
+	  distrax==0.1.9 tfp-nightly==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("tfp-nightly"))') \
+	  gymnax==1.0.1 six
 
 clean:
 	rm -rf $(VENV) bench-results .pytest_cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import math
 import os
@@ -24,6 +25,12 @@ def number(value: Any) -> float | None:
     return None
 
 
+def milliseconds(value: Any) -> float | None:
+  """A record's seconds as milliseconds; ``None`` where the field is missing or not a number."""
+  seconds = number(value)
+  return None if seconds is None else 1e3 * seconds
+
+
 def cell_key(seed: int, cell_id: str) -> jax.Array:
   """The PRNG key of a cell: ``fold_in(key(seed), crc32(cell id))``, the same whatever other cells run."""
   return jax.random.fold_in(jax.random.key(seed), zlib.crc32(cell_id.encode()) & 0x7FFFFFFF)
@@ -38,16 +45,9 @@ def check_subset(requested: Sequence[str], available: Sequence[str], what: str) 
 
 def environment() -> dict[str, Any]:
   """The software and hardware a result was measured on."""
-  import distrax  # noqa: PLC0415 (imported here so that the environment records the version actually used)
-
-  import sfe_jax
-
   device = jax.devices()[0]
   return {
-    "jax_version": jax.__version__,
-    "jaxlib_version": _jaxlib_version(),
-    "distrax_version": distrax.__version__,
-    "sfe_jax_version": sfe_jax.__version__,
+    **versions(),
     "platform": device.platform,
     "device_kind": device.device_kind,
     "device_count": jax.device_count(),
@@ -60,13 +60,20 @@ def environment() -> dict[str, Any]:
   }
 
 
-def _jaxlib_version() -> str | None:
-  try:
-    import jaxlib  # noqa: PLC0415
+VERSIONED = ("jax", "jaxlib", "distrax", "optax", "numpy", "sfe_jax")
+"""The packages whose versions every record and report carries."""
 
-    return jaxlib.__version__
-  except Exception:  # pragma: no cover
-    return None
+
+def versions() -> dict[str, str | None]:
+  """``{"<package>_version": version}`` for :data:`VERSIONED`, imported so that it is the version in use (``None``
+  when a package is not importable)."""
+  out = {}
+  for name in VERSIONED:
+    try:
+      out[f"{name}_version"] = str(importlib.import_module(name).__version__)
+    except Exception:  # noqa: BLE001 (missing, or broken: the version is unknown, the run goes on)
+      out[f"{name}_version"] = None
+  return out
 
 
 def format_number(value: Any, digits: int = 4) -> str:

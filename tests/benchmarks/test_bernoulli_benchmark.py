@@ -1,4 +1,4 @@
-"""The Bernoulli-toy benchmark (benchmarks/bernoulli.py): exact values, cells end to end, report and plots."""
+"""The Bernoulli-toy benchmark (benchmarks/bernoulli/): exact values, cells end to end, timing, report and plots."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import os
 import pytest
 
 from benchmarks import bernoulli
+from tests.benchmarks.helpers import measure_cells
 
 # closed_forms.md, Section 2: (p0, p, true grad, Var REINFORCE, Var LOO (2), Var ARM (1 pair), Var DisARM).
 REFERENCE_TABLE = (
@@ -107,16 +108,11 @@ VARIANCE_FIELDS = (
 def tiny_records():
   cells = bernoulli.cells(TINY)
   ids = [cid for cid, _ in cells]
-  assert len(ids) == len(set(ids)) == 2 * len(bernoulli.ESTIMATORS) + len(bernoulli.TRAINING_ESTIMATORS)
+  assert len(ids) == 2 * len(bernoulli.ESTIMATORS) + len(bernoulli.TRAINING_ESTIMATORS)
   assert "bernoulli/variance/p0=0.49/p=0.3/ARM" in ids
   assert "bernoulli/training/p0=0.45/REBAR" in ids
   assert ids == [cid for cid, _ in bernoulli.cells(TINY)]  # stable
-  records = {}
-  for cid, measure in cells:
-    out = measure()
-    assert isinstance(out, list) and len(out) == 1
-    records[cid] = out[0]
-  return records
+  return measure_cells(cells)
 
 
 def test_cells_records_and_intervals(tiny_records):
@@ -130,7 +126,7 @@ def test_cells_records_and_intervals(tiny_records):
     assert r["evaluations"] == (1 if r["estimator"] in ("REINFORCE", "Gumbel") else 2)
     assert r["mean_ok"], r  # Gumbel: against the relaxed gradient (quadrature); the others: the exact gradient.
     assert r["variance_ok"], r
-    assert r["seconds_per_estimate"] > 0
+    assert r["seconds_per_estimate"] > 0 and r["compile_seconds"] > 0
     assert r["work_normalised_variance"] == pytest.approx(r["variance"] * r["seconds_per_estimate"])
     if r["estimator"] in bernoulli.WITH_CLOSED_FORM:
       assert r["exact_variance"] == pytest.approx(bernoulli.exact_variance(r["estimator"], r["p0"], r["p"]))
@@ -163,6 +159,26 @@ def test_training_records(tiny_records):
     assert r["optimum_loss"] == pytest.approx(0.45**2)
     if r["estimator"] != "REINFORCE":
       assert r["final_control"] is not None
+    assert r["seconds"] > 0 and r["compile_seconds"] > 0
+
+
+def test_timed_figures_exclude_compilation(tiny_records):
+  # num_repeats=300: an executable no other test compiles, so the first call below compiles it.
+  config = dataclasses.replace(TINY, p_values=(0.3,), estimators=("LOO",), num_repeats=300, training_p0s=())
+  (cid, measure_loo), *_ = bernoulli.cells(config)
+  assert cid == "bernoulli/variance/p0=0.49/p=0.3/LOO"
+  first, second = measure_loo()[0], measure_loo()[0]
+  assert first["mean"] == second["mean"]  # the same measurement twice
+  # Compilation is timed apart, once per estimator: the second call ran the executable the first one compiled.
+  assert first["compile_seconds"] == second["compile_seconds"] > 0
+  # The first timed call is not much slower than the second (it would be by the compile time if it compiled);
+  # the absolute slack absorbs the noise of a millisecond timing on a loaded machine.
+  assert first["seconds"] <= 5 * second["seconds"] + 0.05, (first["seconds"], second["seconds"])
+  assert first["seconds"] < 0.5 * first["compile_seconds"], first
+  # Each training run compiles its own scan (20 steps here); its timed run excludes that.
+  for r in tiny_records.values():
+    if r["kind"] == "training":
+      assert 0 < r["seconds"] < 0.5 * r["compile_seconds"], r
 
 
 def _as_json(records):
@@ -189,6 +205,7 @@ def test_to_markdown(tiny_records):
   md = bernoulli.to_markdown(records, TINY, env)
   assert "## Variance of one estimate, p0 = 0.49" in md
   assert "Gumbel-softmax" in md and "Work-normalised" in md and "## Training" in md
+  assert "Seconds per estimate exclude compilation" in md and "compile seconds" in md
   assert "None: all 12 variance measurements" in md
   assert "not run" not in md
   # Missing cells and string floats.

@@ -1,4 +1,4 @@
-"""The CartPole policy-gradient benchmark (benchmarks/rl.py): rollouts, variance measurement, cells end to end."""
+"""The CartPole policy-gradient benchmark (benchmarks/rl/): rollouts, variance measurement, cells end to end."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ import jax
 import numpy as np
 import pytest
 
+import sfe_jax.rl as sfe_rl
+
 pytest.importorskip("gymnax")
 
-from benchmarks import (
-  report,  # noqa: E402
-  rl,  # noqa: E402
+from benchmarks import (  # noqa: E402
+  report,
+  rl,
+  store,
 )
 
 TINY = dataclasses.replace(
@@ -59,7 +62,7 @@ def test_rollout_mask_and_returns():
   # A near-uniform random policy drops the pole in ~20 steps: most episodes end before 60.
   assert (lengths < 60).sum() >= 3
   # The discounted return at t = 0 (the library's) with gamma = 1 is the length too.
-  g = np.asarray(rl.rl.discounted_returns(batch.rewards, batch.mask, 1.0))
+  g = np.asarray(sfe_rl.discounted_returns(batch.rewards, batch.mask, 1.0))
   np.testing.assert_allclose(g[:, 0], lengths)
   # Bootstrap only for the episodes cut off by the horizon.
   boot = np.asarray(rl.bootstrap_value(params["critic"], batch))
@@ -93,7 +96,8 @@ def test_records(tiny_run):
   _, result, _ = tiny_run
   records = [r for r in result["records"] if r["kind"] == "training"]
   assert [r["method"] for r in records] == list(rl.METHODS)
-  assert [r["cell"] for r in records] == [f"cpu/{rl.cell_id(m, 0)}" for m in rl.METHODS]
+  prefix = f"{records[0]['platform']}/{store.config_hash(TINY)}"
+  assert [r["cell"] for r in records] == [f"{prefix}/{rl.cell_id(m, 0)}" for m in rl.METHODS]
   for r in records:
     assert r["suite"] == "rl" and r["kind"] == "training" and r["horizon"] == 20
     curve = r["curve"]
@@ -134,15 +138,28 @@ def test_outputs_and_resume(tiny_run, monkeypatch):
   data = json.loads((out / "rl.json").read_text())
   assert data["meta"]["suite"] == "rl" and len(data["records"]) == len(rl.METHODS) + 2
   assert len([line for line in lines if "done" in line]) == len(rl.METHODS) + 1
-  assert "## Overhead against hand-written JAX" in md
+  assert "## Overhead against hand-written JAX" in md and "compile seconds" in md and "sfe_jax compile s" in md
 
   def fail(*args, **kwargs):
     raise AssertionError("a finished cell was recomputed")
 
-  monkeypatch.setattr(rl, "measure_training", fail)
-  monkeypatch.setattr(rl, "measure_overhead", fail)
+  monkeypatch.setattr(rl.measure, "measure_training", fail)
+  monkeypatch.setattr(rl.measure, "measure_overhead", fail)
   again = rl.run(TINY, str(out), log=lambda line: None)
   assert again["records"] == result["records"]
+
+
+def test_timed_seconds_exclude_compilation(tiny_run):
+  # Compilation is timed apart: one segment of compiled updates on tiny rollouts takes far less time than
+  # compiling the cell's programs, so a training time that included a compilation would be at least that.
+  _, result, _ = tiny_run
+  for r in (r for r in result["records"] if r["kind"] == "training"):
+    assert 0 < r["seconds"] < 0.5 * r["compile_seconds"], (r["method"], r["seconds"], r["compile_seconds"])
+    assert r["curve"][-1][4] == r["seconds"]  # the curve's seconds are the same training seconds
+    assert r["wall_seconds"] >= r["compile_seconds"] + r["seconds"]  # the wall clock includes everything
+  for r in (r for r in result["records"] if r["kind"] == "overhead"):
+    assert 0 < r["sfe_seconds"] < 0.5 * r["sfe_compile_seconds"]
+    assert 0 < r["hand_seconds"] < 0.5 * r["hand_compile_seconds"]
 
 
 def _as_json(records):
@@ -166,7 +183,7 @@ def test_overhead_record(tiny_run):
   _, result, _ = tiny_run
   overhead = [r for r in result["records"] if r["kind"] == "overhead"]
   assert [r["loss"] for r in overhead] == ["REINFORCE + leave-one-out", "PPO"]
-  assert all(r["cell"] == "cpu/rl/overhead" for r in overhead)
+  assert all(r["cell"] == f"{r['platform']}/{store.config_hash(TINY)}/rl/overhead" for r in overhead)
   for r in overhead:
     assert r["repeats"] == 2 and r["episodes"] == 3 and r["sfe_seconds"] > 0 and r["hand_seconds"] > 0
     assert r["relative_diff"] < 1e-5  # the hand-written gradient is the library's
@@ -194,8 +211,8 @@ def test_hand_written_losses_match_the_library():
 
 def test_checkpoint_indices():
   curve = [[0], [100], [200], [300], [400], [600]]
-  assert rl._checkpoint_indices(curve, 600, (0.0, 1 / 3, 2 / 3)) == [0, 2, 4]
-  assert rl._checkpoint_indices(curve, 0, (0.0, 1 / 3, 2 / 3)) == [0]
+  assert rl.checkpoint_indices(curve, 600, (0.0, 1 / 3, 2 / 3)) == [0, 2, 4]
+  assert rl.checkpoint_indices(curve, 0, (0.0, 1 / 3, 2 / 3)) == [0]
 
 
 @pytest.mark.parametrize(
@@ -213,15 +230,17 @@ def test_checkpoint_indices():
     {"eval_every": 0},
     {"overhead_batch": 1},
     {"overhead_repeats": 0},
+    {"seed": "0"},
   ],
 )
 def test_bad_config(change):
   with pytest.raises(ValueError):
-    rl.cells(dataclasses.replace(TINY, **change))
+    dataclasses.replace(TINY, **change).check()
 
 
 def test_presets_are_valid():
   for config in rl.PRESETS.values():
+    config.check()
     assert len(rl.cells(config)) == len(rl.METHODS) * config.runs + 1
   assert len(rl.cells(dataclasses.replace(TINY, overhead_batch=0))) == len(rl.METHODS)
   assert rl.solve_threshold(rl.PRESETS["quick"]) == 500

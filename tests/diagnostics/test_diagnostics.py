@@ -1,14 +1,18 @@
 """sfe.diagnostics against exact values (reference Section 1), its pytree structure, jit and errors."""
 
 import math
+from typing import Any
 
 import distrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import sfe_jax as sfe
+from sfe_jax._src.diagnostics import cache as cache_lib
+from sfe_jax._src.diagnostics import moments as moments_lib
 from tests.gaussian_reference import PARAMS, ROWS, dist_builder
 from tests.helpers import NUM_SE, mean_and_se, repeated_estimates, variance_and_se
 
@@ -169,6 +173,114 @@ def test_batch_size_bounds_memory_and_gives_the_same_numbers():
     sfe.pathwise(), nested_f, nested_builder, NESTED, KEY, num_samples=2, num_repeats=60, batch_size=16
   )
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), full.variance, chunked.variance)
+
+
+def _counting(f):
+  """``f``, with the number of times it has been traced (each trace calls it in Python)."""
+  traces = []
+
+  def counted(x):
+    traces.append(None)
+    return f(x)
+
+  return counted, traces
+
+
+def _assert_same_moments(a, b, exact=True):
+  check = (
+    np.testing.assert_array_equal if exact else lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+  )
+  for field in ("mean", "variance", "snr", "std_error", "variance_std_error", "value_mean"):
+    jax.tree.map(check, getattr(a, field), getattr(b, field))
+  assert (a.num_repeats, a.num_samples) == (b.num_repeats, b.num_samples)
+
+
+def test_a_second_call_does_not_compile_again():
+  # The computation is cached on the estimator, f, dist_builder, the sizes and the static leaves of params: a
+  # second eager call with new values of the same shapes runs it without tracing f again.
+  f, traces = _counting(nested_f)
+  estimator = sfe.score_function(sfe.baselines.leave_one_out())
+  call = lambda params, key, **kw: sfe.diagnostics.gradient_moments(  # noqa: E731
+    estimator, f, nested_builder, params, key, num_samples=4, num_repeats=50, **kw
+  )
+  first = call(NESTED, KEY)
+  traced = len(traces)
+  assert traced > 0
+  _assert_same_moments(call(NESTED, KEY), first)  # the same numbers, and no trace
+  moved = jax.tree.map(lambda p: p + 0.5, NESTED)
+  other = call(moved, jax.random.key(1))
+  assert len(traces) == traced
+
+  # The new values are used (not baked-in constants): the same numbers as an uncached computation.
+  @jax.jit
+  def uncached(params, key):
+    values, grads = moments_lib.repeated_estimates(
+      estimator, nested_f, nested_builder, params, key, num_samples=4, num_repeats=50
+    )
+    return moments_lib.moments_from_estimates(values, grads, num_samples=4)._replace(num_repeats=50)
+
+  _assert_same_moments(other, uncached(moved, jax.random.key(1)), exact=False)
+  call(NESTED, KEY, batch_size=10)  # a different static size compiles again
+  assert len(traces) > traced
+
+
+def test_the_cache_of_compiled_computations_is_bounded(monkeypatch):
+  # The least recently used computation is dropped (with what its f closes over): it compiles again.
+  monkeypatch.setattr(cache_lib, "CACHE_SIZE", 1)
+  f, traces = _counting(nested_f)
+  g = lambda x: nested_f(x) + 1.0  # noqa: E731
+  estimator = sfe.pathwise()
+  call = lambda h: sfe.diagnostics.gradient_moments(  # noqa: E731
+    estimator, h, nested_builder, NESTED, KEY, num_samples=1, num_repeats=10
+  )
+  call(f)
+  traced = len(traces)
+  call(f)
+  assert len(traces) == traced
+  call(g)  # evicts f's computation
+  assert len(cache_lib._cache) == 1
+  call(f)
+  assert len(traces) > traced
+
+
+class _Shifted(eqx.Module):
+  """Equinox-style params: a differentiated array, an integer array, a Python int and a function as leaves."""
+
+  loc: jax.Array
+  shift: jax.Array
+  scale_power: int
+  link: Any
+
+  def dist(self):
+    return distrax.Normal(self.loc + self.shift, self.link(jnp.ones(3)) ** self.scale_power)
+
+
+def test_cached_computation_keeps_the_static_leaves_of_equinox_params():
+  f, traces = _counting(nested_f)
+  estimator = sfe.pathwise()
+  call = lambda params: sfe.diagnostics.gradient_moments(  # noqa: E731
+    estimator, f, _Shifted.dist, params, KEY, num_samples=1, num_repeats=200
+  )
+  model = _Shifted(jnp.zeros(3), jnp.arange(3), 1, jnp.exp)
+  first = call(model)
+  traced = len(traces)
+  _assert_same_moments(call(_Shifted(jnp.zeros(3), jnp.arange(3), 1, jnp.exp)), first)  # equal leaves: cached
+  assert len(traces) == traced
+  assert first.mean.loc.shape == (3,) and first.mean.shift is None and first.mean.link is None  # as eqx.filter_grad
+  # A different integer array, Python int or function changes the computation: it must not reuse the cache.
+  for changed in (
+    _Shifted(jnp.zeros(3), jnp.arange(3) + 1, 1, jnp.exp),
+    _Shifted(jnp.zeros(3), jnp.arange(3), 2, jnp.exp),
+    _Shifted(jnp.zeros(3), jnp.arange(3), 1, jnp.cosh),
+  ):
+    got = call(changed)
+    loc, scale = changed.loc + changed.shift, changed.link(jnp.ones(3)) ** changed.scale_power
+    # Pathwise on sum((x - 0.5)^2): mean gradient 2 (loc - 0.5) in loc, exact up to Monte Carlo error.
+    _assert_within(got.mean.loc, 2 * (loc - 0.5), got.std_error.loc, "pathwise mean with new static leaves")
+    np.testing.assert_allclose(got.value_mean, jnp.sum((loc - 0.5) ** 2 + scale**2), rtol=0.2)
+  # Under an outer (filtered) jit the integer array is a tracer: still correct, and the same numbers.
+  jitted = eqx.filter_jit(call)(model)
+  _assert_same_moments(jitted, first, exact=False)
 
 
 def test_state_is_used():

@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from sfe_jax._src.core import api, checks, types
+from sfe_jax._src.core.differentiation import ParamsSplit
+from sfe_jax._src.diagnostics import cache
 
 Array = jax.Array
 Params = Any
@@ -196,6 +198,12 @@ def gradient_moments(
   independent samples it is ``num_samples`` times smaller than the single-sample variance. Jittable, with
   ``num_samples``, ``num_repeats`` and ``batch_size`` static.
 
+  The computation is compiled once and cached: a later call with the same ``estimator``, ``f`` and
+  ``dist_builder`` objects (functions are compared by identity: a new lambda compiles again), the same sizes,
+  the same shapes and dtypes of the arrays and equal leaves of ``params`` that are not differentiated runs
+  the compiled computation with its new parameter values, state and key. (Where one of these cannot be hashed,
+  each call compiles its own.)
+
   Args:
     estimator: an :class:`sfe_jax.Estimator`, or an :class:`sfe_jax.objectives.Objective` (then ``f`` is its
       log-joint, the gradient is that of the bound, and ``value_mean`` estimates the bound).
@@ -231,28 +239,41 @@ def gradient_moments(
   if batch_size is not None:
     batch_size = checks.check_static_int(batch_size, "batch_size", 1)
 
-  # One compiled computation for all repeats (params, state and key are arguments, not baked-in constants);
-  # under an outer jit this inner jit is inlined.
+  # One compiled computation for all repeats: params' arrays, the state and the key are arguments, the rest
+  # is static. It is cached (a second call with the same estimator, f, dist_builder, sizes and static leaves
+  # does not compile again) and, under an outer jit, inlined.
   split, diff = checks.check_params(params)  # Leaves that are not arrays (equinox) stay out of jit's arguments.
-
-  @jax.jit
-  def run(d, s, k):
-    values, grads = repeated_estimates(
-      estimator,
-      f,
-      dist_builder,
-      split.merge(d),
-      k,
-      num_samples=num_samples,
-      num_repeats=num_repeats,
-      state=s,
-      batch_size=batch_size,
-    )
-    moments = moments_from_estimates(values, grads, num_samples=num_samples)
-    return moments._replace(num_repeats=0, num_samples=0)
-
+  run = cache.cached_jit(_moments, estimator, f, dist_builder, split, num_samples, num_repeats, batch_size)
   moments = run(diff, state, key)
   return moments._replace(num_repeats=num_repeats, num_samples=int(num_samples))
+
+
+def _moments(
+  estimator: Any,
+  f: types.CostFn,
+  dist_builder: types.DistBuilder,
+  split: ParamsSplit,
+  num_samples: int,
+  num_repeats: int,
+  batch_size: int | None,
+  diff: list[Any],
+  state: Any,
+  key: types.PRNGKey,
+) -> GradientMoments:
+  """The moments of ``num_repeats`` estimates at ``split.merge(diff)`` (the counts zeroed: they are static)."""
+  values, grads = repeated_estimates(
+    estimator,
+    f,
+    dist_builder,
+    split.merge(diff),
+    key,
+    num_samples=num_samples,
+    num_repeats=num_repeats,
+    state=state,
+    batch_size=batch_size,
+  )
+  moments = moments_from_estimates(values, grads, num_samples=num_samples)
+  return moments._replace(num_repeats=0, num_samples=0)
 
 
 def bias(moments: GradientMoments, exact_grad: Params) -> GradientBias:

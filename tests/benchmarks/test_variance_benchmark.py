@@ -1,0 +1,168 @@
+"""The variance suite: exact values against the reference table, honest timing, and the suite end to end."""
+
+import csv
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks import gaussian
+from benchmarks.gaussian import measure as timing
+from tests.gaussian_reference import ROWS
+
+TINY_VARIANCE = gaussian.VarianceConfig(
+  num_repeats=2_000,
+  optimal_baseline_samples=50,
+  optimal_baseline_repeats=200,
+  problems=(gaussian.Problem("cos(kx)", 2.0),),
+)
+
+
+def _reference(problem):
+  (row,) = [r for r in ROWS if r.name == problem.family and r.k == problem.k]
+  return {"grad": row.grad, "SF": row.var_sf, "SF*": row.var_sf_opt, "PW": row.var_pw, "MVD": row.var_mvd}
+
+
+def _assert_table_value(computed, tabulated, what):
+  # The reference table prints 6 significant digits (and integers exactly).
+  assert computed == pytest.approx(tabulated, rel=5e-5, abs=5e-7), f"{what}: {computed} vs table {tabulated}"
+
+
+def test_problems_are_the_eight_rows_of_the_reference():
+  assert [(p.family, p.k) for p in gaussian.PROBLEMS] == [(r.name, r.k) for r in ROWS]
+
+
+@pytest.mark.parametrize("problem", gaussian.PROBLEMS, ids=lambda p: p.name)
+def test_exact_values_equal_the_reference_table(problem):
+  ref = _reference(problem)
+  exact = gaussian.exact(problem)
+  for i, param in enumerate(gaussian.PARAMS):
+    _assert_table_value(exact.grad[i], ref["grad"][i], f"dF/d{param}")
+    for label in gaussian.WITH_EXACT_VARIANCE:
+      _assert_table_value(exact.variance[label][i], ref[label][i], f"Var {label}_{param}")
+
+
+@pytest.mark.parametrize("problem", gaussian.PROBLEMS[:3], ids=lambda p: p.name)
+def test_quadrature_reproduces_the_closed_form_mvd_variance(problem):
+  exact = gaussian.exact(problem)
+  quadrature = gaussian.mvd_variance_by_quadrature(problem, 1.0, 1.0, exact.grad)
+  np.testing.assert_allclose(quadrature, exact.variance["MVD"], rtol=1e-8)
+
+
+def test_optimal_baseline_excess_shrinks_as_one_over_n():
+  problem = gaussian.PROBLEMS[1]
+  small, large = gaussian.optimal_baseline_excess(problem, 11), gaussian.optimal_baseline_excess(problem, 101)
+  np.testing.assert_allclose(np.array(small) / np.array(large), 10.0, rtol=1e-12)
+  assert all(e > 0 for e in small)
+
+
+def test_the_package_is_a_suite():
+  from benchmarks import suite  # noqa: PLC0415
+
+  assert suite.load("variance") is gaussian and gaussian.SUITE == "variance"
+  for name in ("SUMMARY", "PRESETS", "OPTIONS", "cells", "to_markdown", "plot", "run"):
+    assert hasattr(gaussian, name), name
+  assert all(len(line) <= 100 for line in gaussian.SUMMARY.splitlines())
+  assert set(gaussian.PRESETS) == {"quick", "full"}
+  for preset in gaussian.PRESETS.values():
+    preset.check()
+
+
+@pytest.mark.parametrize(
+  "change, message",
+  [
+    ({"estimators": ("SF", "XX")}, "unknown estimators"),
+    ({"num_repeats": 1}, "num_repeats must be at least 2"),
+    ({"optimal_baseline_samples": 1}, "optimal_baseline_samples must be at least 2"),
+    ({"chunk_samples": 0}, "chunk_samples must be at least 1"),
+    ({"problems": (gaussian.Problem("sin(kx)", 1.0),)}, "unknown problems"),
+    ({"sigma": 0.0}, "sigma and num_se must be positive"),
+    ({"seed": 1.5}, "seed must be an integer"),
+  ],
+)
+def test_config_check_names_the_bad_setting(change, message):
+  with pytest.raises(ValueError, match=message):
+    dataclasses.replace(TINY_VARIANCE, **change).check()
+
+
+@pytest.fixture(scope="module")
+def tiny_variance_run(tmp_path_factory):
+  """One run of the variance suite, shared by the end-to-end test and the resume test."""
+  out, lines = tmp_path_factory.mktemp("variance"), []
+  return out, gaussian.run(TINY_VARIANCE, str(out), log=lines.append), lines
+
+
+def test_variance_suite_end_to_end(tiny_variance_run):
+  tmp_path, result, lines = tiny_variance_run
+  records = result["records"]
+  assert len(records) == len(TINY_VARIANCE.problems) * len(gaussian.ESTIMATORS) * 2
+  assert len([line for line in lines if "done" in line]) == len(TINY_VARIANCE.problems) * len(gaussian.ESTIMATORS)
+  # The exact column is the reference table's.
+  for r in records:
+    ref = _reference(gaussian.Problem(r["f"], r["k"]))
+    i = gaussian.PARAMS.index(r["param"])
+    _assert_table_value(r["exact_grad"], ref["grad"][i], "exact gradient column")
+    if r["estimator"] in gaussian.WITH_EXACT_VARIANCE:
+      _assert_table_value(r["exact_variance"], ref[r["estimator"]][i], "exact variance column")
+    else:
+      assert r["exact_variance"] is None and r["variance_ok"]
+    expected = {"SF*": TINY_VARIANCE.optimal_baseline_samples, "MVD": 4}.get(r["estimator"], 1)
+    assert r["num_samples"] == expected  # evaluations of f: one base sample of MVD costs 4
+    assert math.isfinite(r["variance"]) and r["variance_se"] > 0 and r["mean_se"] > 0
+    assert isinstance(r["mean_ok"], bool) and isinstance(r["variance_ok"], bool)
+    if r["estimator"] == "SF*":
+      assert r["expected_variance"] > r["exact_variance"]
+    else:
+      assert r["expected_variance"] == r["exact_variance"]
+  # Files: Markdown with both tables, CSV with one line per record, JSON with meta and records.
+  assert sorted(p.name for p in tmp_path.iterdir()) == [
+    "variance.csv",
+    "variance.json",
+    "variance.jsonl",
+    "variance.md",
+    "variance.png",
+  ]
+  assert all(r["work_normalised_variance"] > 0 and r["compile_seconds"] > 0 for r in records)
+  markdown = (tmp_path / "variance.md").read_text()
+  assert "Single-sample variance, measured (exact)" in markdown and "| cos(kx) | 2 | SF | mu |" in markdown
+  assert "(0.4411)" in markdown and "(0.2241)" in markdown  # exact SF_mu and MVD_mu of cos(kx), k = 2
+  assert "Seconds per batch of repeats: steady state (compilation)" in markdown
+  with open(tmp_path / "variance.csv") as fh:
+    rows = list(csv.DictReader(fh))
+  assert len(rows) == len(records)
+  assert float(rows[0]["exact_variance"]) == pytest.approx(records[0]["exact_variance"])
+  data = json.loads((tmp_path / "variance.json").read_text())
+  assert data["meta"]["suite"] == "variance" and len(data["records"]) == len(records)
+  assert data["meta"]["environment"]["platform"] in ("cpu", "gpu", "tpu", "cuda", "rocm")
+
+
+def test_timed_seconds_exclude_the_compilation(tiny_variance_run):
+  # The SF cell measured a second time in the same process (the first is the end-to-end run's): each time the
+  # function is compiled first and the compilation timed apart, so the second timed figure is not much faster
+  # than the first, and both are far below the compile time of this tiny configuration.
+  _, result, _ = tiny_variance_run
+  first = [r for r in result["records"] if r["estimator"] == "SF"]
+  measure = dict(gaussian.cells(TINY_VARIANCE))[gaussian.cell_id(TINY_VARIANCE.problems[0], "SF", TINY_VARIANCE)]
+  second = measure()
+  for records in (first, second):
+    assert [r["param"] for r in records] == list(gaussian.PARAMS)
+    for r in records:
+      assert r["compile_seconds"] > 3 * r["seconds"] > 0, r
+      assert r["compilations_while_timed"] == 0
+      assert timing.TIMED_MIN_CALLS <= r["timed_calls"] <= timing.TIMED_MAX_CALLS
+      assert r["seconds_per_estimate"] == pytest.approx(r["seconds"] / r["num_repeats"])
+      assert r["work_normalised_variance"] == pytest.approx(r["variance"] * r["seconds_per_estimate"])
+  assert 1 / 3 < first[0]["seconds"] / second[0]["seconds"] < 3
+  assert [r["variance"] for r in first] == [r["variance"] for r in second]  # the same key, the same numbers
+
+
+def test_suites_rebuild_their_reports_from_the_json_lines(tiny_variance_run):
+  tmp_path, result, _ = tiny_variance_run
+  again = gaussian.run(TINY_VARIANCE, str(tmp_path), log=lambda line: None)
+  assert again["records"] == result["records"], "a complete re-run must reuse every cell"
+  without_env = lambda md: [line for line in md.splitlines() if "load average" not in line]  # noqa: E731
+  assert without_env(again["markdown"]) == without_env(result["markdown"])
+  with open(result["paths"]["png0"], "rb") as fh:
+    assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
