@@ -48,6 +48,28 @@ recorded apart as ``compile_seconds``), then timed (``seconds``: the median of a
 fast cells until they add up to 0.2 s, each ended by ``jax.block_until_ready``); the work-normalised variance,
 the variance of one estimate times ``seconds / repeats``, uses these steady-state seconds.
 
+Sampler study (records of ``kind="sampler"``; the records above have ``kind="single"``): how the base randomness
+is drawn, ``sfe.value_and_grad(..., sampler=s)`` with ``s`` in ``"iid"``, ``"antithetic"`` (pairs ``u, 1 - u``),
+``"stratified"`` (Latin hypercube) and ``"rqmc"`` (scrambled Sobol points), for PW and SF (``sampler_estimators``;
+MVD too, optionally) on ``(x - k)^2, k = 3`` and ``cos(k x), k = 2`` (``sampler_problems``), at ``N`` from
+``2^6`` to ``2^14`` samples per estimate (``sampler_sizes``; the quick preset stops at ``2^12``: a cell compiles
+one function per sampler, about a second each on a CPU). A cell is one (problem, estimator, ``N``): per
+sampler, ``sampler_repeats`` independent ``N``-sample estimates (a jitted ``vmap`` over keys, in batches of
+``chunk_samples // N`` repeats), their variance and its standard error
+(:func:`sfe_jax.diagnostics.variance_and_std_error`), their mean against the exact gradient (flagged beyond
+``num_se`` standard errors plus a float32 rounding allowance), and the i.i.d. variance against the exact
+single-sample variance over ``N``. The samplers' compiled functions are timed interleaved
+(:func:`benchmarks.timing.time_interleaved`): seconds per estimate, and the paired ratio of a sampler's seconds
+to i.i.d.'s, so that the report's work-normalised ratio (variance ratio x seconds ratio) compares equal compute.
+The report gives per (problem, estimator, sampler, parameter) the least-squares slope of log variance against
+log ``N`` (with its standard error), the variance ratio to i.i.d. at ``sampler_reference_size`` (``2^10``), the
+work-normalised ratio and, for antithetic pairs, the exact ratio (twice the even share of the per-sample term's
+variance about the location, by quadrature: 0 for an odd term, 2 for an even one); ``variance_samplers.png``
+plots the ``mu`` gradient's variance against ``N``. In one dimension stratified and RQMC points both hold one
+point per stratum of width ``1/N``, and the Gaussian tails beyond the end strata hold them near ``N^-2``
+(pathwise) rather than the ``N^-3`` of a smooth bounded integrand; score-function terms, which grow in the tails,
+decay a little slower.
+
 Layout: :mod:`~benchmarks.gaussian.problems` (the cost functions, their exact values, the configuration),
 :mod:`~benchmarks.gaussian.measure` (the estimators, the timed measurement, the cells; ``gaussian.measure`` is
 that module) and
@@ -64,7 +86,11 @@ from benchmarks.gaussian.measure import (
   cell_id,
   cells,
   dist_builder,
+  measure_samplers,
   problem_key,
+  sampler_cell_id,
+  sampler_estimates_fn,
+  sampler_key,
   timed_moments,
 )
 from benchmarks.gaussian.problems import (
@@ -75,17 +101,23 @@ from benchmarks.gaussian.problems import (
   PARAMS,
   PRESETS,
   PROBLEMS,
+  SAMPLER_ESTIMATORS,
+  SAMPLER_PROBLEMS,
+  SAMPLER_SIZES,
+  SAMPLERS,
   SUITE,
   WITH_EXACT_VARIANCE,
   Exact,
   Problem,
   VarianceConfig,
+  antithetic_ratio,
   cost,
+  cost_derivative,
   exact,
   mvd_variance_by_quadrature,
   optimal_baseline_excess,
 )
-from benchmarks.gaussian.render import plot, to_markdown
+from benchmarks.gaussian.render import log_slope, plot, plot_samplers, sampler_rows, to_markdown
 
 SUMMARY = """\
 Single-sample variance and mean of the gradient of E_{x~N(mu,sigma^2)}[f(x;k)] at mu=sigma=1 for
@@ -94,7 +126,10 @@ of k, for the score function (SF), SF with the optimal baseline (SF*, measured w
 N x Var reported), pathwise (PW), coupled measure-valued (MVD) and SF with the delta-method control
 variate, each beside its exact value, with a flag when a measured value is more than 5 standard
 errors from it; work-normalised variance (variance x steady-state seconds per estimate; compile time
-reported apart); variance.png plots the measured points on the exact curves against k."""
+reported apart); variance.png plots the measured points on the exact curves against k. Sampler
+study: PW and SF with sampler= iid, antithetic, stratified, rqmc on (x-k)^2 and cos(kx) for N from
+2^6 up: slope of log Var against log N, variance and work-normalised ratios to iid at N=2^10, the
+exact antithetic ratio, means checked against the exact gradient; variance_samplers.png."""
 OPTIONS: tuple[suite.Option, ...] = ()
 
 __all__ = [
@@ -106,23 +141,36 @@ __all__ = [
   "PARAMS",
   "PRESETS",
   "PROBLEMS",
+  "SAMPLERS",
+  "SAMPLER_ESTIMATORS",
+  "SAMPLER_PROBLEMS",
+  "SAMPLER_SIZES",
   "SUITE",
   "SUMMARY",
   "WITH_EXACT_VARIANCE",
   "Exact",
   "Problem",
   "VarianceConfig",
+  "antithetic_ratio",
   "build_estimator",
   "cell_id",
   "cells",
   "cost",
+  "cost_derivative",
   "dist_builder",
   "exact",
+  "log_slope",
+  "measure_samplers",
   "mvd_variance_by_quadrature",
   "optimal_baseline_excess",
   "plot",
+  "plot_samplers",
   "problem_key",
   "run",
+  "sampler_cell_id",
+  "sampler_estimates_fn",
+  "sampler_key",
+  "sampler_rows",
   "timed_moments",
   "to_markdown",
 ]
@@ -133,7 +181,7 @@ def run(config: VarianceConfig, out_dir: str | None = None, log: suite.Log = pri
 
   Returns:
     ``{"records": [...], "markdown": str, "meta": {...}, "paths": {...}}``; ``meta["outside"]`` counts the
-    measurements outside their intervals.
+    measurements outside their intervals (of both kinds: single-sample and sampler study).
   """
   result = suite.run(SUITE, config, cells, to_markdown, plot, out_dir, log)
   result["meta"]["outside"] = sum(not (r["mean_ok"] and r["variance_ok"]) for r in result["records"])

@@ -4,13 +4,20 @@ A cell is one estimator on one problem: ``R`` independent estimates by :func:`sf
 inside one ``jax.jit``-compiled function of ``(params, key)``, compiled ahead of time (``compile_seconds``), then
 timed (``seconds``: the median of at least 3 calls, each ended by ``jax.block_until_ready``), so that no timed
 figure holds a compilation; JAX's compilation events during the timed calls are counted
-(``compilations_while_timed``, 0).
+(``compilations_while_timed``, 0). Its records have ``kind="single"``.
+
+A cell of the sampler study (``kind="sampler"``, :func:`measure_samplers`) is one estimator on one problem at one
+size ``N``, for every sampler of the configuration: per sampler, ``R`` independent ``N``-sample estimates in one
+compiled function (a ``jax.vmap`` over keys, in batches of ``chunk_samples // N`` repeats), the functions of the
+samplers compiled ahead of time and timed interleaved (:func:`benchmarks.timing.time_interleaved`), so that the
+ratio of a sampler's seconds to i.i.d.'s is the median of per-round ratios of back-to-back calls.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -19,16 +26,20 @@ from typing import Any
 import distrax
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import sfe_jax as sfe
 from benchmarks import suite
+from benchmarks import timing as timing_lib
 from benchmarks.gaussian.problems import (
   ESTIMATORS,
   LEAVES,
   PARAMS,
   SUITE,
+  WITH_EXACT_VARIANCE,
   Problem,
   VarianceConfig,
+  antithetic_ratio,
   cost,
   exact,
   optimal_baseline_excess,
@@ -41,6 +52,17 @@ TIMED_MIN_SECONDS = 0.2
 """... and more for a fast cell, until the calls add up to this ..."""
 TIMED_MAX_CALLS = 10
 """... or until there are this many."""
+
+SAMPLER_TIMED_ROUNDS = 3
+"""The sampler study times its samplers interleaved over at least this many rounds ..."""
+SAMPLER_TIMED_MAX_ROUNDS = 50
+"""... more for fast cells, until the slowest sampler's calls add up to ``TIMED_MIN_SECONDS``, at most this many."""
+ROUNDING_ULPS = 16
+"""The mean check of the sampler study allows a float32 rounding error of this many ulps of ``|dF| + sd`` (sd: the
+standard deviation of one i.i.d. sample's term): an estimate is a float32 average, and the quantile transform
+rounds, so that, e.g., the pairs ``(u, 1 - u)`` are reflections only up to rounding. Without it, an estimate whose
+sampling variance is at the rounding level (antithetic pathwise on ``(x-k)^2``, exact up to rounding) would be
+flagged for a bias of one part in 10^8."""
 
 
 def build_estimator(label: str) -> sfe.Estimator:
@@ -147,6 +169,7 @@ def measure(problem: Problem, label: str, config: VarianceConfig, key: jax.Array
       allowance, variance_ok = 0.0, True
     records.append(
       {
+        "kind": "single",
         "f": problem.family,
         "k": problem.k,
         "estimator": label,
@@ -176,6 +199,124 @@ def measure(problem: Problem, label: str, config: VarianceConfig, key: jax.Array
   return records
 
 
+def sampler_estimates_fn(
+  estimator: sfe.Estimator, f: Callable, sampler: str, *, num_samples: int, num_repeats: int, batch_size: int | None
+) -> Callable[[Any, jax.Array], jax.Array]:
+  """``fn(params, key)``: ``num_repeats`` independent ``num_samples``-sample estimates, shape ``(repeats, 2)``.
+
+  Each estimate is :func:`sfe_jax.value_and_grad` with ``sampler`` and its own key (``jax.random.split(key,
+  num_repeats)``); column ``i`` is the gradient with respect to ``PARAMS[i]``. The repeats are vmapped, in
+  batches of ``batch_size`` (``jax.lax.map``) when that is fewer than all of them.
+  """
+
+  def one(params, key):
+    grads = sfe.value_and_grad(estimator, f, dist_builder, params, key, num_samples=num_samples, sampler=sampler)[1]
+    return jnp.stack([grads[LEAVES[p]] for p in PARAMS])
+
+  def estimates(params, key):
+    keys = jax.random.split(key, num_repeats)
+    if batch_size is None or batch_size >= num_repeats:
+      return jax.vmap(functools.partial(one, params))(keys)
+    return jax.lax.map(functools.partial(one, params), keys, batch_size=batch_size)
+
+  return estimates
+
+
+def measure_samplers(
+  problem: Problem, label: str, num_samples: int, config: VarianceConfig, key: jax.Array
+) -> list[dict[str, Any]]:
+  """One cell of the sampler study: every sampler at one size; one record per (sampler, parameter)."""
+  ref = exact(problem, config.mu, config.sigma)
+  estimator = build_estimator(label)
+  f = cost(problem)
+  n, repeats = num_samples, config.sampler_repeats
+  batch_size = None if config.chunk_samples is None else max(1, config.chunk_samples // n)
+  params = {"loc": jnp.asarray(config.mu, jnp.float32), "scale": jnp.asarray(config.sigma, jnp.float32)}
+  functions = {
+    s: sampler_estimates_fn(estimator, f, s, num_samples=n, num_repeats=repeats, batch_size=batch_size)
+    for s in config.samplers
+  }
+  timed = timing_lib.time_interleaved(
+    functions,
+    params,
+    jax.random.fold_in(key, 0),
+    repeats=SAMPLER_TIMED_ROUNDS,
+    warmup=1,
+    min_seconds=TIMED_MIN_SECONDS,
+    max_repeats=SAMPLER_TIMED_MAX_ROUNDS,
+  )
+  # Evaluations per estimate in the estimator's own unit: base samples (MVD: 4 evaluations each).
+  per_estimate = n // 4 if label == "MVD" else n
+  single = ref.variance.get(label) if label in WITH_EXACT_VARIANCE else None
+  anti = antithetic_ratio(problem, label, config.mu, config.sigma)
+  records = []
+  for s in config.samplers:
+    result = timed[s]
+    estimates = np.asarray(result["compiled"](params, _stable_fold(key, s)), np.float64)
+    variance, variance_se = sfe.diagnostics.variance_and_std_error(estimates, axis=0)
+    mean = estimates.mean(axis=0)
+    seconds_per_estimate = result["median_seconds"] / repeats
+    seconds_ratio = timing_lib.paired_ratio(result["times"], timed["iid"]["times"])
+    for i, param in enumerate(PARAMS):
+      exact_grad = ref.grad[i]
+      var, var_se = float(variance[i]), float(variance_se[i])
+      mean_se = math.sqrt(var / repeats)
+      sd = math.sqrt(single[i] if single is not None else per_estimate * var)  # of one sample's term
+      rounding = ROUNDING_ULPS * float(np.finfo(np.float32).eps) * (abs(exact_grad) + sd)
+      mean_tolerance = config.num_se * mean_se + rounding
+      mean_ok = abs(float(mean[i]) - exact_grad) <= mean_tolerance
+      # Only i.i.d. sampling has an exact variance here: the single-sample variance over N.
+      exact_var = single[i] / per_estimate if (single is not None and s == "iid") else None
+      variance_ok = exact_var is None or abs(var - exact_var) <= config.num_se * var_se
+      records.append(
+        {
+          "kind": "sampler",
+          "f": problem.family,
+          "k": problem.k,
+          "estimator": label,
+          "sampler": s,
+          "param": param,
+          "num_samples": n,
+          "num_repeats": repeats,
+          "exact_grad": exact_grad,
+          "mean": float(mean[i]),
+          "mean_se": mean_se,
+          "mean_z": (float(mean[i]) - exact_grad) / mean_se if mean_se > 0 else 0.0,
+          "rounding_allowance": rounding,
+          "mean_ok": bool(mean_ok),
+          # The variance of one N-sample estimate, its standard error (fourth central moment) and N x it.
+          "variance": var,
+          "variance_se": var_se,
+          "n_times_variance": n * var,
+          "exact_variance": exact_var,
+          "variance_ok": bool(variance_ok),
+          # Antithetic only: its exact variance ratio to iid at the same N (problems.antithetic_ratio).
+          "exact_antithetic_ratio": anti[i] if (anti is not None and s == "antithetic") else None,
+          "compile_seconds": result["compile_seconds"],
+          "seconds": result["median_seconds"],
+          "timed_calls": len(result["times"]),
+          "compilations_while_timed": result["compilations_while_timed"],
+          "seconds_per_estimate": seconds_per_estimate,
+          # The median over rounds of this sampler's seconds over i.i.d.'s, the calls of a round back to back.
+          "seconds_ratio_to_iid": seconds_ratio,
+          "work_normalised_variance": var * seconds_per_estimate,
+        }
+      )
+  return records
+
+
+def sampler_cell_id(problem: Problem, label: str, num_samples: int, config: VarianceConfig) -> str:
+  return (
+    f"{SUITE}/sampler/{problem.family}/k={problem.k:g}/{label}/N={num_samples}/repeats={config.sampler_repeats}"
+    f"/samplers={'+'.join(config.samplers)}"
+  )
+
+
+def sampler_key(config: VarianceConfig, problem: Problem, label: str, num_samples: int) -> jax.Array:
+  """The key of a sampler cell (each sampler folds in its name): the same numbers in any selection."""
+  return _stable_fold(problem_key(config, problem, label), f"sampler/N={num_samples}")
+
+
 def cell_id(problem: Problem, label: str, config: VarianceConfig) -> str:
   return (
     f"{SUITE}/{problem.family}/k={problem.k:g}/{label}/repeats={config.num_repeats}"
@@ -190,8 +331,9 @@ def problem_key(config: VarianceConfig, problem: Problem, label: str) -> jax.Arr
 
 
 def cells(config: VarianceConfig) -> list[suite.Cell]:
-  """One cell per (problem, estimator): its id and the function that measures it (two records, mu and sigma)."""
-  return [
+  """One cell per (problem, estimator): its id and the function that measures it (two records, mu and sigma);
+  then, for the sampler study, one per (problem, estimator, size): a record per (sampler, parameter)."""
+  single = [
     (
       cell_id(problem, label, config),
       functools.partial(measure, problem, label, config, problem_key(config, problem, label)),
@@ -199,6 +341,21 @@ def cells(config: VarianceConfig) -> list[suite.Cell]:
     for problem in config.problems
     for label in config.estimators
   ]
+  if not config.runs_sampler_study:
+    return single
+  return single + [
+    (
+      sampler_cell_id(problem, label, n, config),
+      functools.partial(measure_samplers, problem, label, n, config, sampler_key(config, problem, label, n)),
+    )
+    for problem in config.sampler_problems
+    for label in config.sampler_estimators
+    for n in config.sampler_sizes
+  ]
+
+
+def _stable_fold(key: jax.Array, text: str) -> jax.Array:
+  return jax.random.fold_in(key, _stable_int(text))
 
 
 def _stable_int(text: str) -> int:

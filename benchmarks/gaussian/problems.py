@@ -3,7 +3,8 @@
 The exact gradients and single-sample variances are the closed forms of ``closed_forms.md``, Section 1; the
 coupled measure-valued variances of ``exp(-k x^2)`` and ``cos(k x)`` are computed by numerical quadrature, and
 the excess of the leave-one-out optimal baseline over ``Var SF*`` to first order in ``1/N`` (see the package
-docstring).
+docstring). For the sampler study, :func:`antithetic_ratio` gives the exact effect of antithetic pairs on the
+variance per evaluation, from the even part of the per-sample gradient term about the location.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ ESTIMATORS = ("SF", "SF*", "PW", "MVD", "SF+DM")
 WITH_EXACT_VARIANCE = ("SF", "SF*", "PW", "MVD")
 PARAMS = ("mu", "sigma")
 LEAVES = {"mu": "loc", "sigma": "scale"}  # the leaf of params of each parameter
+
+SAMPLERS = ("iid", "antithetic", "stratified", "rqmc")  # the values of sfe.value_and_grad's `sampler=`
+# Estimators that average independent per-sample terms: the only ones the samplers apply to (SF* and SF+DM
+# estimate a baseline or a coefficient from their samples, which stays unbiased only for independent samples).
+SAMPLER_ESTIMATORS = ("SF", "PW", "MVD")
+SAMPLER_SIZES = (2**6, 2**8, 2**10, 2**12, 2**14)
 
 
 class Problem(NamedTuple):
@@ -52,6 +59,11 @@ PROBLEMS = (
 )
 
 
+# The sampler study: one problem of each kind of integrand, a polynomial (the pathwise mu term is linear) and an
+# oscillating one.
+SAMPLER_PROBLEMS = (Problem("(x-k)^2", 3.0), Problem("cos(kx)", 2.0))
+
+
 def cost(problem: Problem, xp: Any = jnp) -> Callable:
   """``f(x; k)`` for one sample, with array module ``xp`` (``jax.numpy`` for the estimators, numpy for quadrature)."""
   k = problem.k
@@ -61,6 +73,18 @@ def cost(problem: Problem, xp: Any = jnp) -> Callable:
     return lambda x: xp.exp(-k * x**2)
   if problem.family == "cos(kx)":
     return lambda x: xp.cos(k * x)
+  raise ValueError(f"unknown cost family {problem.family!r}; expected one of {FAMILIES}.")
+
+
+def cost_derivative(problem: Problem, xp: Any = np) -> Callable:
+  """``f'(x; k)``, with array module ``xp``: the pathwise estimator's per-sample term is ``f'(x) dx/dtheta``."""
+  k = problem.k
+  if problem.family == "(x-k)^2":
+    return lambda x: 2 * (x - k)
+  if problem.family == "exp(-kx^2)":
+    return lambda x: -2 * k * x * xp.exp(-k * x**2)
+  if problem.family == "cos(kx)":
+    return lambda x: -k * xp.sin(k * x)
   raise ValueError(f"unknown cost family {problem.family!r}; expected one of {FAMILIES}.")
 
 
@@ -186,6 +210,43 @@ def optimal_baseline_excess(
   return excess[0], excess[1]
 
 
+def antithetic_ratio(problem: Problem, label: str, mu: float = 1.0, sigma: float = 1.0) -> tuple[float, float] | None:
+  r"""Exact variance of antithetic pairs over i.i.d. sampling at the same number of evaluations, per parameter.
+
+  With :math:`x = \mu + \sigma z`, the per-sample gradient term :math:`g(z)` (``PW``: :math:`f'(x)` and
+  :math:`f'(x) z`; ``SF``: :math:`f(x) z / \sigma` and :math:`f(x)(z^2 - 1)/\sigma`) splits into its even and
+  odd parts about the location, :math:`g_\pm(z) = (g(z) \pm g(-z))/2`, uncorrelated under :math:`N(0, 1)`. A
+  pair's average is :math:`g_+(z)`, so ``N`` evaluations (``N/2`` pairs) have variance
+  :math:`2\,\mathrm{Var}[g_+]/N` against :math:`(\mathrm{Var}[g_+] + \mathrm{Var}[g_-])/N`: the ratio is
+  :math:`2\,\mathrm{Var}[g_+]/\mathrm{Var}[g]`, twice the even share of the variance: 0 for an odd term (the
+  pairs are exact), 2 for an even one. The expectations are by 160-point Gauss-Hermite quadrature; an even
+  share below ``1e-12`` is reported as exactly 0.
+
+  Returns:
+    ``(mu ratio, sigma ratio)``, or ``None`` for an estimator without a per-sample term here (MVD).
+  """
+  if label not in ("SF", "PW"):
+    return None
+  eps, weights = np.polynomial.hermite_e.hermegauss(160)
+  weights = weights / weights.sum()
+  expect = lambda v: float(np.sum(weights * v))  # noqa: E731
+
+  def terms(z):
+    x = mu + sigma * z
+    if label == "PW":
+      d = cost_derivative(problem, np)(x)
+      return d, d * z
+    f = cost(problem, np)(x)
+    return f * z / sigma, f * (z**2 - 1) / sigma
+
+  ratios = []
+  for g, g_reflected in zip(terms(eps), terms(-eps), strict=True):
+    even = (g + g_reflected) / 2
+    var, var_even = expect(g**2) - expect(g) ** 2, expect(even**2) - expect(even) ** 2
+    ratios.append(0.0 if var_even <= 1e-12 * var else 2 * var_even / var)
+  return ratios[0], ratios[1]
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Configuration.
 # ----------------------------------------------------------------------------------------------------------
@@ -205,8 +266,17 @@ class VarianceConfig(suite.SuiteConfig):
     estimators: a subset of ``ESTIMATORS``.
     mu, sigma: where the gradient is taken.
     num_se: the half-width of the intervals, in standard errors.
+    samplers: the sampler study's samplers, a subset of ``SAMPLERS`` holding ``"iid"`` (the reference of the
+      ratios); the study runs when this, ``sampler_problems`` and ``sampler_estimators`` are all non-empty.
+    sampler_problems: the cost functions of the sampler study.
+    sampler_estimators: its estimators, a subset of ``SAMPLER_ESTIMATORS``.
+    sampler_sizes: the numbers of samples ``N`` per estimate (evaluations of ``f``; MVD's are 4 per base
+      sample); at least 2 sizes, each even (a multiple of 8 with MVD: antithetic pairs of base samples).
+    sampler_repeats: independent ``N``-sample estimates per (problem, estimator, sampler, ``N``).
+    sampler_reference_size: the ``N`` of the ratios to i.i.d. in the report (one of ``sampler_sizes``).
     seed: (keyword-only, from :class:`benchmarks.suite.SuiteConfig`) the PRNG seed; a cell's key is
-      ``jax.random.key(seed)`` folded with hashes of its problem and its estimator.
+      ``jax.random.key(seed)`` folded with hashes of its problem and its estimator (and, in the sampler
+      study, of its size and sampler).
   """
 
   num_repeats: int
@@ -218,6 +288,17 @@ class VarianceConfig(suite.SuiteConfig):
   mu: float = 1.0
   sigma: float = 1.0
   num_se: float = 5.0
+  samplers: tuple[str, ...] = SAMPLERS
+  sampler_problems: tuple[Problem, ...] = SAMPLER_PROBLEMS
+  sampler_estimators: tuple[str, ...] = ("PW", "SF")
+  sampler_sizes: tuple[int, ...] = SAMPLER_SIZES
+  sampler_repeats: int = 200
+  sampler_reference_size: int = 2**10
+
+  @property
+  def runs_sampler_study(self) -> bool:
+    """Whether the sampler study has anything to measure."""
+    return bool(self.samplers and self.sampler_problems and self.sampler_estimators)
 
   def check(self) -> None:
     """Raises a ``ValueError`` naming the first setting that is out of range."""
@@ -232,6 +313,28 @@ class VarianceConfig(suite.SuiteConfig):
       raise ValueError(f"unknown problems {unknown}; the families are {FAMILIES}, with a finite k.")
     if not (self.sigma > 0 and self.num_se > 0):
       raise ValueError(f"sigma and num_se must be positive; got sigma={self.sigma}, num_se={self.num_se}.")
+    self._check_sampler_study()
+
+  def _check_sampler_study(self) -> None:
+    self.require_subset("samplers", SAMPLERS)
+    self.require_subset("sampler_estimators", SAMPLER_ESTIMATORS)
+    unknown = [p for p in self.sampler_problems if p.family not in FAMILIES or not math.isfinite(p.k)]
+    if unknown:
+      raise ValueError(f"unknown sampler problems {unknown}; the families are {FAMILIES}, with a finite k.")
+    if not self.runs_sampler_study:
+      return
+    if "iid" not in self.samplers:
+      raise ValueError(f"samplers must include 'iid', the reference of the ratios; got {self.samplers}.")
+    self.require_at_least(2, "sampler_repeats")
+    multiple = 8 if "MVD" in self.sampler_estimators else 2
+    sizes = self.sampler_sizes
+    if len(set(sizes)) < 2 or any(not isinstance(n, int) or n < multiple or n % multiple for n in sizes):
+      raise ValueError(
+        f"sampler_sizes must hold at least 2 different sizes, each a positive multiple of {multiple} (antithetic "
+        f"pairs{' of MVD base samples, 4 evaluations each' if multiple == 8 else ''}); got {sizes}."
+      )
+    if self.sampler_reference_size not in sizes:
+      raise ValueError(f"sampler_reference_size ({self.sampler_reference_size}) must be one of sampler_sizes {sizes}.")
 
 
 # The reference rows plus a few more values of k, so that the plots show measured points along the curves.
@@ -246,9 +349,19 @@ CURVE_PROBLEMS = PROBLEMS + (
 
 PRESETS = {
   "quick": VarianceConfig(
-    num_repeats=20_000, problems=CURVE_PROBLEMS, optimal_baseline_samples=1_000, optimal_baseline_repeats=4_000
+    num_repeats=20_000,
+    problems=CURVE_PROBLEMS,
+    optimal_baseline_samples=1_000,
+    optimal_baseline_repeats=4_000,
+    # Each sampler cell compiles one function per sampler (about a second each on a CPU): 4 sizes, not 5.
+    sampler_sizes=(2**6, 2**8, 2**10, 2**12),
+    sampler_repeats=200,
   ),
   "full": VarianceConfig(
-    num_repeats=200_000, problems=CURVE_PROBLEMS, optimal_baseline_samples=1_000, optimal_baseline_repeats=50_000
+    num_repeats=200_000,
+    problems=CURVE_PROBLEMS,
+    optimal_baseline_samples=1_000,
+    optimal_baseline_repeats=50_000,
+    sampler_repeats=1_000,
   ),
 }

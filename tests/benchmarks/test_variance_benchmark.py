@@ -5,9 +5,11 @@ import dataclasses
 import json
 import math
 
+import jax
 import numpy as np
 import pytest
 
+import sfe_jax as sfe
 from benchmarks import gaussian
 from benchmarks.gaussian import measure as timing
 from tests.gaussian_reference import ROWS
@@ -17,6 +19,19 @@ TINY_VARIANCE = gaussian.VarianceConfig(
   optimal_baseline_samples=50,
   optimal_baseline_repeats=200,
   problems=(gaussian.Problem("cos(kx)", 2.0),),
+  sampler_problems=(),  # the sampler study is tested on its own (TINY_SAMPLERS)
+)
+# The sampler study alone: 2 samplers, 2 sizes, one problem whose pathwise d/dmu term is odd (antithetic: exact).
+TINY_SAMPLERS = gaussian.VarianceConfig(
+  num_repeats=2,
+  problems=(),
+  estimators=(),
+  samplers=("iid", "antithetic"),
+  sampler_problems=(gaussian.Problem("(x-k)^2", 3.0),),
+  sampler_estimators=("PW",),
+  sampler_sizes=(16, 64),
+  sampler_repeats=64,
+  sampler_reference_size=64,
 )
 
 
@@ -80,11 +95,83 @@ def test_the_package_is_a_suite():
     ({"problems": (gaussian.Problem("sin(kx)", 1.0),)}, "unknown problems"),
     ({"sigma": 0.0}, "sigma and num_se must be positive"),
     ({"seed": 1.5}, "seed must be an integer"),
+    ({"samplers": ("iid", "sobol")}, "unknown samplers"),
+    ({"sampler_estimators": ("SF*",)}, "unknown sampler estimators"),
+    ({"sampler_problems": (gaussian.Problem("sin(kx)", 1.0),)}, "unknown sampler problems"),
   ],
 )
 def test_config_check_names_the_bad_setting(change, message):
   with pytest.raises(ValueError, match=message):
     dataclasses.replace(TINY_VARIANCE, **change).check()
+
+
+@pytest.mark.parametrize(
+  "change, message",
+  [
+    ({"samplers": ("antithetic", "rqmc")}, "must include 'iid'"),
+    ({"sampler_repeats": 1}, "sampler_repeats must be at least 2"),
+    ({"sampler_sizes": (64, 64)}, "at least 2 different sizes"),
+    ({"sampler_sizes": (63, 64)}, "multiple of 2"),
+    ({"sampler_estimators": ("PW", "MVD"), "sampler_sizes": (12, 64)}, "multiple of 8"),
+    ({"sampler_reference_size": 1024}, "sampler_reference_size"),
+  ],
+)
+def test_config_check_names_the_bad_sampler_setting(change, message):
+  with pytest.raises(ValueError, match=message):
+    dataclasses.replace(TINY_SAMPLERS, **change).check()
+  # Without a problem there is no study, and its settings are not checked beyond their names.
+  dataclasses.replace(TINY_SAMPLERS, sampler_problems=(), **change).check()
+
+
+@pytest.mark.parametrize("k", [-3.0, 0.0, 1.0, 3.0])
+def test_antithetic_ratio_matches_the_closed_form_for_the_quadratic(k):
+  # f = (x - k)^2 at mu = sigma = 1, a = mu - k, z standard normal. Pathwise terms: 2(a + z), odd up to a
+  # constant (ratio 0), and 2(a + z) z, whose even part 2 z^2 has variance 8 of 4a^2 + 8. Score function: the even
+  # part of (a + z)^2 z is 2a z^2 (variance 8a^2); the odd part of (a + z)^2 (z^2 - 1) is 2a z (z^2 - 1), variance
+  # 4a^2 E[z^2 (z^2 - 1)^2] = 40a^2.
+  a = 1.0 - k
+  problem = gaussian.Problem("(x-k)^2", k)
+  var_sf = gaussian.exact(problem).variance["SF"]
+  np.testing.assert_allclose(gaussian.antithetic_ratio(problem, "PW"), (0.0, 16 / (4 * a**2 + 8)), rtol=1e-9)
+  np.testing.assert_allclose(
+    gaussian.antithetic_ratio(problem, "SF"),
+    (16 * a**2 / var_sf[0], 2 * (var_sf[1] - 40 * a**2) / var_sf[1]),
+    rtol=1e-9,
+    atol=1e-12,
+  )
+  assert gaussian.antithetic_ratio(problem, "MVD") is None
+  if k == 1.0:  # f = (x - mu)^2: the sigma terms are even about mu, and antithetic pairs double their variance
+    np.testing.assert_allclose([gaussian.antithetic_ratio(problem, e)[1] for e in ("PW", "SF")], 2.0, rtol=1e-9)
+
+
+def test_log_slope_of_a_power_law_and_its_standard_error():
+  sizes = np.array([64.0, 256.0, 1024.0])
+  slope, se = gaussian.log_slope(sizes, 3.0 * sizes**-2.5, 0.1 * 3.0 * sizes**-2.5)
+  assert slope == pytest.approx(-2.5, abs=1e-12)
+  # c = (log N - mean) / Sxx = (-1, 0, 1) / (2 log 4): se = 0.1 sqrt(2) / (2 log 4).
+  assert se == pytest.approx(0.1 * math.sqrt(2) / (2 * math.log(4.0)), rel=1e-12)
+  assert all(math.isnan(v) for v in gaussian.log_slope(sizes, [1.0, 0.0, 1.0], [0.1, 0.1, 0.1]))
+  assert all(math.isnan(v) for v in gaussian.log_slope(sizes[:1], [1.0], [0.1]))
+
+
+def test_rqmc_pathwise_variance_decays_faster_than_one_over_n():
+  # cos(2x), pathwise, d/dmu: in one dimension the scrambled Sobol points put one point in each stratum of width 1/N;
+  # the Gaussian tails hold the decay near N^-2 (measured: -2.2 ± 0.07 over these sizes), far below iid's -1.
+  problem = gaussian.Problem("cos(kx)", 2.0)
+  params = {"loc": np.float32(1.0), "scale": np.float32(1.0)}
+  sizes, variances, std_errors = (2**6, 2**8, 2**10), [], []
+  for n in sizes:
+    fn = gaussian.sampler_estimates_fn(
+      gaussian.build_estimator("PW"), gaussian.cost(problem), "rqmc", num_samples=n, num_repeats=200, batch_size=None
+    )
+    estimates = np.asarray(jax.jit(fn)(params, jax.random.key(0)), np.float64)
+    assert estimates.shape == (200, 2)
+    variance, se = sfe.diagnostics.variance_and_std_error(estimates[:, 0])
+    variances.append(variance)
+    std_errors.append(se)
+    assert abs(estimates[:, 0].mean() - gaussian.exact(problem).grad[0]) < 5 * math.sqrt(variance / 200) + 1e-5
+  slope, slope_se = gaussian.log_slope(sizes, variances, std_errors)
+  assert slope < -1.5 and slope_se < 0.2, (slope, slope_se)
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +253,56 @@ def test_suites_rebuild_their_reports_from_the_json_lines(tiny_variance_run):
   assert without_env(again["markdown"]) == without_env(result["markdown"])
   with open(result["paths"]["png0"], "rb") as fh:
     assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sampler_study_end_to_end(tmp_path):
+  lines = []
+  result = gaussian.run(TINY_SAMPLERS, str(tmp_path), log=lines.append)
+  records = result["records"]
+  sizes, samplers = TINY_SAMPLERS.sampler_sizes, TINY_SAMPLERS.samplers
+  assert len(records) == len(sizes) * len(samplers) * len(gaussian.PARAMS)
+  assert len([line for line in lines if "done" in line]) == len(sizes)  # one cell per (problem, estimator, N)
+  assert {(r["sampler"], r["num_samples"], r["param"]) for r in records} == {
+    (s, n, p) for s in samplers for n in sizes for p in gaussian.PARAMS
+  }
+  exact = gaussian.exact(TINY_SAMPLERS.sampler_problems[0])
+  for r in records:
+    assert r["kind"] == "sampler" and r["estimator"] == "PW" and r["num_repeats"] == TINY_SAMPLERS.sampler_repeats
+    i = gaussian.PARAMS.index(r["param"])
+    assert r["exact_grad"] == exact.grad[i] and isinstance(r["mean_ok"], bool) and r["mean_ok"], r
+    assert r["variance"] >= 0 and r["variance_se"] >= 0 and r["n_times_variance"] == r["num_samples"] * r["variance"]
+    assert r["compile_seconds"] > 0 and r["seconds"] > 0 and r["compilations_while_timed"] == 0
+    assert r["seconds_per_estimate"] == pytest.approx(r["seconds"] / r["num_repeats"])
+    assert r["work_normalised_variance"] == pytest.approx(r["variance"] * r["seconds_per_estimate"])
+    if r["sampler"] == "iid":
+      assert r["seconds_ratio_to_iid"] == 1.0 and r["exact_antithetic_ratio"] is None
+      assert r["exact_variance"] == pytest.approx(exact.variance["PW"][i] / r["num_samples"]) and r["variance_ok"]
+    else:
+      assert r["exact_variance"] is None and r["seconds_ratio_to_iid"] > 0
+      assert r["exact_antithetic_ratio"] == pytest.approx((0.0, 2 / 3)[i], abs=1e-12)
+  # The antithetic d/dmu estimate is exact up to float32 rounding: 2(x - k) is odd about mu up to a constant.
+  assert all(r["variance"] < 1e-9 for r in records if r["sampler"] == "antithetic" and r["param"] == "mu")
+  assert result["meta"]["outside"] == 0
+  rows = {(r["sampler"], r["param"]): r for r in gaussian.sampler_rows(records, TINY_SAMPLERS)}
+  assert len(rows) == len(samplers) * len(gaussian.PARAMS)
+  assert rows[("iid", "mu")]["ratio"] == 1.0 and -1.6 < rows[("iid", "mu")]["slope"] < -0.4
+  assert rows[("antithetic", "mu")]["exact_zero"] and math.isnan(rows[("antithetic", "mu")]["slope"])
+  assert 0.3 < rows[("antithetic", "sigma")]["ratio"] < 1.2 and not rows[("antithetic", "sigma")]["exact_zero"]
+  # Files: no variance.png (no single-sample cells), the sampler figure instead.
+  assert sorted(p.name for p in tmp_path.iterdir()) == [
+    "variance.csv",
+    "variance.json",
+    "variance.jsonl",
+    "variance.md",
+    "variance_samplers.png",
+  ]
+  with open(result["paths"]["png0"], "rb") as fh:
+    assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+  markdown = (tmp_path / "variance.md").read_text()
+  assert "## Samplers: i.i.d., antithetic, stratified (Latin hypercube) and randomized QMC" in markdown
+  assert "| f | k | estimator | param | sampler | slope of log Var vs log N (± se) | Var / Var iid at N=64" in markdown
+  assert "| (x-k)^2 | 3 | PW | mu | antithetic | exact (odd term) |" in markdown
+  assert "### When each sampler helps, and when it hurts" in markdown and "**antithetic**" in markdown
+  assert "Single-sample variance, measured (exact)" not in markdown
+  with open(tmp_path / "variance.csv") as fh:
+    assert len(list(csv.DictReader(fh))) == len(records)

@@ -1,6 +1,7 @@
 """The sample axis across devices (``sample_sharding=``), on 4 forced CPU host devices in a subprocess.
 
-For the score function (with and without a baseline), pathwise (chunked), measure-valued, ARM and DisARM: the
+For the score function (with and without a baseline), pathwise (chunked, and with RQMC points), measure-valued, ARM
+and DisARM: the
 sharded estimate equals the single-device one for the same key (value and gradients, up to the order of the
 final sum), the compiled program runs on 4 devices and reduces across them, and gradients in replicated params
 come out once (not 4 x, the trap of a naive ``pmean`` after ``shard_map``). Also the RL losses with the batch
@@ -42,10 +43,13 @@ SCRIPT = textwrap.dedent(
     "mvd": (sfe.measure_valued(), normal, gauss, f, 48, None),
     "arm": (sfe.arm(), bits, logits, g, 64, None),
     "disarm": (sfe.disarm(), bits, logits, g, 64, None),
+    "pathwise-rqmc-chunked": (sfe.pathwise(), normal, gauss, f, 64, 16, "rqmc"),
   }
-  for name, (est, build, params, fn, n, chunk) in cases.items():
+  for name, (est, build, params, fn, n, chunk, *sampler) in cases.items():
     def run(p, k, s=None):
-      return sfe.value_and_grad(est, fn, build, p, k, num_samples=n, chunk_size=chunk, sample_sharding=s)[:2]
+      return sfe.value_and_grad(
+        est, fn, build, p, k, num_samples=n, chunk_size=chunk, sample_sharding=s, sampler=(sampler or ["iid"])[0]
+      )[:2]
     plain = jax.jit(run)(params, key)
     compiled = jax.jit(lambda p, k: run(p, k, sharding)).lower(params, key).compile()
     sharded = compiled(params, key)
@@ -96,7 +100,7 @@ def test_sharded_estimates_equal_the_single_device_ones():
     [sys.executable, "-c", SCRIPT], capture_output=True, text=True, env={**os.environ, "XLA_FLAGS": flags}, timeout=600
   )
   assert done.returncode == 0, done.stderr[-3000:]
-  assert done.stdout.count("ok ") == 9, done.stdout
+  assert done.stdout.count("ok ") == 10, done.stdout
 
 
 def _normal(p):

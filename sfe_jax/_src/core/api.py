@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import jax
 
-from sfe_jax._src.core import checks, chunking, distributions, finite, sampling
+from sfe_jax._src.core import checks, chunking, distributions, finite, samplers, sampling
 from sfe_jax._src.core.differentiation import ParamsSplit, first_order, stop_gradient
 from sfe_jax._src.core.types import Array, CostFn, DistBuilder, Estimator, Objective, Params, PRNGKey, State
 
@@ -26,6 +26,7 @@ class Prepared(NamedTuple):
   invalid: Array  # NaN in params or an out-of-domain distribution parameter (finite.py): a boolean scalar
   chunk_size: int | None = None  # None: one chunk (chunking.py)
   sample_sharding: Any = None  # a NamedSharding of the sample axis, or None (sampling.sample_sharding)
+  sampler: str = "iid"  # how the base randomness is drawn (samplers.py)
 
 
 def prepare(
@@ -39,6 +40,7 @@ def prepare(
   max_memory: Any = None,
   chunk_size: Any = None,
   sample_sharding: Any = None,
+  sampler: Any = "iid",
 ) -> Prepared:
   """All the checks of an entry point, at trace time, in the order a user would want to hear about them."""
   if not callable(f):
@@ -53,8 +55,9 @@ def prepare(
   sample_sharding = checks.check_sample_sharding(sample_sharding, num_samples, chunk_size)
   shards = 1 if sample_sharding is None else sampling.num_shards(sample_sharding)
   checks.check_memory(dist, num_samples, max_memory, computation.name, chunk_size, shards)
+  sampler = samplers.check_sampler(computation, sampler)
   invalid = finite.any_nan(diff) | distributions.out_of_domain(dist)
-  return Prepared(split, diff, num_samples, state, invalid, chunk_size, sample_sharding)
+  return Prepared(split, diff, num_samples, state, invalid, chunk_size, sample_sharding, sampler)
 
 
 def call_surrogate(
@@ -103,11 +106,19 @@ def value_and_grad_of(
   max_memory: Any = None,
   chunk_size: Any = None,
   sample_sharding: Any = None,
+  sampler: Any = "iid",
 ) -> tuple[Array, Params, State]:
   """``jax.value_and_grad`` of the surrogate in the differentiable leaves of ``params``."""
   prepared = prepare(
-    computation, f, dist_builder, params, key, num_samples, state, max_memory, chunk_size, sample_sharding
+    computation, f, dist_builder, params, key, num_samples, state, max_memory, chunk_size, sample_sharding, sampler
   )
+  with samplers.drawing(prepared.sampler, key, computation.name):
+    return _value_and_grad(computation, f, dist_builder, key, prepared)
+
+
+def _value_and_grad(
+  computation: Estimator | Objective, f: CostFn, dist_builder: DistBuilder, key: PRNGKey, prepared: Prepared
+) -> tuple[Array, Params, State]:
   split = prepared.split
 
   def surrogate(diff):
@@ -134,14 +145,15 @@ def value_and_grad_of(
   wide = finite.upcast(prepared.diff)
 
   @functools.partial(jax.checkpoint, static_argnums=(1,))
-  def chunk(k, size):
+  def chunk(k, size, offset):
     def chunk_surrogate(diff):
       params = split.merge(diff)
       return call_surrogate(
         computation, f, dist_builder, params, k, size, prepared.state, prepared.invalid, None, prepared.sample_sharding
       )[0]
 
-    return jax.value_and_grad(chunk_surrogate)(wide)
+    with samplers.block(offset):  # RQMC: this chunk's block of the one scrambled sequence
+      return jax.value_and_grad(chunk_surrogate)(wide)
 
   value, grads = chunking.in_chunks(chunk, key, prepared.num_samples, prepared.chunk_size)
   grads = [g.astype(d.dtype) for g, d in zip(grads, prepared.diff)]
@@ -160,6 +172,7 @@ def expectation(
   max_memory: int | None = None,
   chunk_size: int | None = None,
   sample_sharding: jax.sharding.NamedSharding | None = None,
+  sampler: str = "iid",
 ) -> tuple[Array, State]:
   r"""A differentiable Monte Carlo estimate of ``E_{x ~ dist_builder(params)}[f(x)]``.
 
@@ -201,6 +214,13 @@ def expectation(
       up to the order of the final sum), and gradients in replicated params come out once. With
       ``chunk_size``, each chunk is sharded. ``num_samples`` (or ``chunk_size``, and the last chunk) must be
       a multiple of the number of devices on the sample axis; ``max_memory`` is checked per device.
+    sampler: how the base randomness is drawn: ``"iid"`` (the distribution's own sampler), ``"antithetic"``
+      (pairs ``u, 1 - u``: ``x`` and its reflection about the location), ``"stratified"`` (a Latin hypercube)
+      or ``"rqmc"`` (scrambled Sobol points, randomized by ``key``), mapped by the distribution's quantile
+      function. Every point is marginally exact, so estimators that average independent per-sample terms
+      (``estimator.chunking == "independent"``) stay unbiased; the others refuse anything but ``"iid"``, as do
+      distributions without a quantile function or location-scale form. See the README's section on samplers
+      for when each helps (and when antithetic hurts).
 
   Returns:
     ``(surrogate, new_state)``: a scalar and the updated estimator state.
@@ -217,20 +237,21 @@ def expectation(
   """
   checks.check_estimator(estimator)
   prepared = prepare(
-    estimator, f, dist_builder, params, key, num_samples, state, max_memory, chunk_size, sample_sharding
+    estimator, f, dist_builder, params, key, num_samples, state, max_memory, chunk_size, sample_sharding, sampler
   )
-  return call_surrogate(
-    estimator,
-    f,
-    dist_builder,
-    params,
-    key,
-    prepared.num_samples,
-    prepared.state,
-    prepared.invalid,
-    prepared.chunk_size,
-    prepared.sample_sharding,
-  )
+  with samplers.drawing(prepared.sampler, key, estimator.name):
+    return call_surrogate(
+      estimator,
+      f,
+      dist_builder,
+      params,
+      key,
+      prepared.num_samples,
+      prepared.state,
+      prepared.invalid,
+      prepared.chunk_size,
+      prepared.sample_sharding,
+    )
 
 
 def value_and_grad(
@@ -245,6 +266,7 @@ def value_and_grad(
   max_memory: int | None = None,
   chunk_size: int | None = None,
   sample_sharding: jax.sharding.NamedSharding | None = None,
+  sampler: str = "iid",
 ) -> tuple[Array, Params, State]:
   r"""The Monte Carlo estimate of ``E[f(x)]`` and ``estimator``'s estimate of its gradient.
 
@@ -269,5 +291,5 @@ def value_and_grad(
   """
   checks.check_estimator(estimator)
   return value_and_grad_of(
-    estimator, f, dist_builder, params, key, num_samples, state, max_memory, chunk_size, sample_sharding
+    estimator, f, dist_builder, params, key, num_samples, state, max_memory, chunk_size, sample_sharding, sampler
   )

@@ -38,7 +38,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from sfe_jax._src.core import checks
+from sfe_jax._src.core import checks, samplers
 from sfe_jax._src.core.types import (
   Array,
   CostFn,
@@ -98,21 +98,26 @@ def check_chunk_size(
   return chunk_size
 
 
-def in_chunks(fn: Callable[[PRNGKey, int], Any], key: PRNGKey, num_samples: int, chunk_size: int) -> Any:
-  """``sum_j (n_j / num_samples) fn(key_j, n_j)`` over the chunks: ``num_samples // chunk_size`` chunks of
-  ``chunk_size`` run by ``lax.scan`` and, if there is a remainder, one smaller chunk; ``fn`` returns a pytree
-  of arrays (a value, or a value and gradients)."""
+def in_chunks(fn: Callable[[PRNGKey, int, Array], Any], key: PRNGKey, num_samples: int, chunk_size: int) -> Any:
+  """``sum_j (n_j / num_samples) fn(key_j, n_j, offset_j)`` over the chunks: ``num_samples // chunk_size``
+  chunks of ``chunk_size`` run by ``lax.scan`` and, if there is a remainder, one smaller chunk; ``offset_j`` (a
+  traced uint32) is the index of the chunk's first sample, which ``fn`` passes to :func:`samplers.block` (RQMC
+  chunks are blocks of one sequence). ``fn`` returns a pytree of arrays (a value, or a value and gradients).
+  """
   num_full, rest = divmod(num_samples, chunk_size)
   keys = jax.random.split(key, num_full + (1 if rest else 0))
+  offsets = jnp.arange(num_full + (1 if rest else 0), dtype=jnp.uint32) * jnp.uint32(chunk_size)
 
-  def step(total: Any, k: PRNGKey) -> tuple[Any, None]:
-    return jax.tree.map(jnp.add, total, fn(k, chunk_size)), None
+  def step(total: Any, chunk: tuple[PRNGKey, Array]) -> tuple[Any, None]:
+    k, offset = chunk
+    return jax.tree.map(jnp.add, total, fn(k, chunk_size, offset)), None
 
-  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(lambda k: fn(k, chunk_size), keys[0]))
-  total, _ = jax.lax.scan(step, zeros, keys[:num_full])
+  shapes = jax.eval_shape(lambda k, o: fn(k, chunk_size, o), keys[0], offsets[0])
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+  total, _ = jax.lax.scan(step, zeros, (keys[:num_full], offsets[:num_full]))
   total = jax.tree.map(lambda t: t * jnp.asarray(chunk_size / num_samples, t.dtype), total)
   if rest:
-    last = fn(keys[num_full], rest)
+    last = fn(keys[num_full], rest, offsets[num_full])
     total = jax.tree.map(lambda t, x: t + x * jnp.asarray(rest / num_samples, x.dtype), total, last)
   return total
 
@@ -134,8 +139,9 @@ def surrogate_in_chunks(
   """
 
   @functools.partial(jax.checkpoint, static_argnums=(1,))
-  def chunk(k: PRNGKey, size: int) -> Array:
-    value, _ = computation.surrogate(f, dist_builder, params, k, size, state)
+  def chunk(k: PRNGKey, size: int, offset: Array) -> Array:
+    with samplers.block(offset):
+      value, _ = computation.surrogate(f, dist_builder, params, k, size, state)
     return value
 
   return in_chunks(chunk, key, num_samples, chunk_size), state

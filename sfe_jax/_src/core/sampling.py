@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from sfe_jax._src.core import distributions
+from sfe_jax._src.core import distributions, samplers
 from sfe_jax._src.core.differentiation import HigherOrderError
 from sfe_jax._src.core.types import Array, CostFn, PRNGKey
 
@@ -47,7 +47,13 @@ def _constrain(xs: Array) -> Array:
 
 
 def sample(dist: Any, key: PRNGKey, num_samples: int) -> Array:
-  """Draws ``num_samples`` joint samples; the result has shape ``(num_samples, *batch_shape, *event_shape)``."""
+  """Draws ``num_samples`` joint samples; the result has shape ``(num_samples, *batch_shape, *event_shape)``.
+
+  Under a sampler other than ``"iid"`` (:mod:`sfe_jax._src.core.samplers`) the samples are its points mapped by
+  the distribution's quantile function; otherwise they are the distribution's own.
+  """
+  if samplers.active():
+    return samplers.sample(dist, key, num_samples)
   return distributions.sample(dist, key, num_samples)
 
 

@@ -122,6 +122,7 @@ def repeated_estimates(
   num_repeats: int,
   state: Any = None,
   batch_size: int | None = None,
+  sampler: str = "iid",
 ) -> tuple[Array, Params]:
   """``num_repeats`` independent estimates: values of shape ``(R,)`` and grads with a leading ``R`` axis.
 
@@ -134,7 +135,7 @@ def repeated_estimates(
   keys = jax.random.split(key, num_repeats)
 
   def one(k):
-    value, grads, _ = api.value_and_grad_of(estimator, f, dist_builder, params, k, num_samples, state)
+    value, grads, _ = api.value_and_grad_of(estimator, f, dist_builder, params, k, num_samples, state, sampler=sampler)
     return value, grads
 
   if batch_size is None or batch_size >= num_repeats:
@@ -182,6 +183,7 @@ def gradient_moments(
   num_repeats: int,
   state: Any = None,
   batch_size: int | None = None,
+  sampler: str = "iid",
 ) -> GradientMoments:
   r"""Mean, variance and signal-to-noise ratio of a gradient estimator over independent repeats.
 
@@ -216,6 +218,9 @@ def gradient_moments(
     state: the estimator's state, the same for every repeat; ``None`` means ``estimator.init(params)``.
     batch_size: if given, evaluate the repeats ``batch_size`` at a time (``jax.lax.map``) to bound memory;
       ``None`` vmaps all repeats at once.
+    sampler: how each estimate draws its base randomness (``"iid"``, ``"antithetic"``, ``"stratified"``,
+      ``"rqmc"``; see :func:`sfe_jax.value_and_grad`): the repeats are independent randomizations, so
+      ``variance`` is the variance of one estimate under that sampler.
 
   Returns:
     A :class:`GradientMoments` whose array fields have the structure of ``params``.
@@ -243,7 +248,7 @@ def gradient_moments(
   # is static. It is cached (a second call with the same estimator, f, dist_builder, sizes and static leaves
   # does not compile again) and, under an outer jit, inlined.
   split, diff = checks.check_params(params)  # Leaves that are not arrays (equinox) stay out of jit's arguments.
-  run = cache.cached_jit(_moments, estimator, f, dist_builder, split, num_samples, num_repeats, batch_size)
+  run = cache.cached_jit(_moments, estimator, f, dist_builder, split, num_samples, num_repeats, batch_size, sampler)
   moments = run(diff, state, key)
   return moments._replace(num_repeats=num_repeats, num_samples=int(num_samples))
 
@@ -256,6 +261,7 @@ def _moments(
   num_samples: int,
   num_repeats: int,
   batch_size: int | None,
+  sampler: str,
   diff: list[Any],
   state: Any,
   key: types.PRNGKey,
@@ -271,6 +277,7 @@ def _moments(
     num_repeats=num_repeats,
     state=state,
     batch_size=batch_size,
+    sampler=sampler,
   )
   moments = moments_from_estimates(values, grads, num_samples=num_samples)
   return moments._replace(num_repeats=0, num_samples=0)

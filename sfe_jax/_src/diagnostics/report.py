@@ -93,6 +93,7 @@ def time_per_estimate(
   repeats: int = 20,
   warmup: int = 2,
   state: Any = None,
+  sampler: str = "iid",
 ) -> Timing:
   """Wall-clock seconds of one jitted :func:`sfe_jax.value_and_grad` call.
 
@@ -102,7 +103,7 @@ def time_per_estimate(
   The time is that of the device ``params`` live on (``jax.devices()[0]`` by default).
 
   Args:
-    estimator, f, dist_builder, params, key, num_samples, state: as for :func:`sfe_jax.value_and_grad`.
+    estimator, f, dist_builder, params, key, num_samples, state, sampler: as for :func:`sfe_jax.value_and_grad`.
     repeats: timed runs, at least 1.
     warmup: untimed runs before them, at least 0.
 
@@ -128,7 +129,9 @@ def time_per_estimate(
   split, diff = prepared.split, prepared.diff
 
   def run(d, s, k):
-    value, grads, _ = api.value_and_grad_of(estimator, f, dist_builder, split.merge(d), k, num_samples, s)
+    value, grads, _ = api.value_and_grad_of(
+      estimator, f, dist_builder, split.merge(d), k, num_samples, s, sampler=sampler
+    )
     return value, grads
 
   start = time.perf_counter()
@@ -160,6 +163,7 @@ def evaluate(
   exact_grad: Params | None = None,
   state: Any = None,
   batch_size: int | None = None,
+  sampler: str = "iid",
   timing_repeats: int = 20,
   warmup: int = 2,
 ) -> Report:
@@ -176,7 +180,7 @@ def evaluate(
   for the variance and the time.
 
   Args:
-    estimator, f, dist_builder, params, key, num_samples, num_repeats, state, batch_size: as for
+    estimator, f, dist_builder, params, key, num_samples, num_repeats, state, batch_size, sampler: as for
       :func:`gradient_moments`.
     exact_grad: the exact gradient (the structure of ``params``), or ``None`` to skip the bias.
     timing_repeats: timed runs for :func:`time_per_estimate` (its ``repeats``).
@@ -208,6 +212,7 @@ def evaluate(
     num_repeats=num_repeats,
     state=state,
     batch_size=batch_size,
+    sampler=sampler,
   )
   gradient_bias = None if exact_grad is None else bias(moments, exact_grad)
   timing = time_per_estimate(
@@ -220,6 +225,7 @@ def evaluate(
     repeats=timing_repeats,
     warmup=warmup,
     state=state,
+    sampler=sampler,
   )
   work = jax.tree.map(lambda v: v * timing.median_seconds, moments.variance)
   return Report(

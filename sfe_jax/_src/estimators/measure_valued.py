@@ -21,7 +21,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from sfe_jax._src.core import checks, differentiation, distributions, sampling, types
+from sfe_jax._src.core import checks, differentiation, distributions, samplers, sampling, types
 from sfe_jax._src.discrete import views
 
 _WHO = "sfe.measure_valued()"
@@ -94,7 +94,11 @@ def _gaussian(f, nat, key, num, coupling):
   #   sqrt(-2 log u) is Rayleigh, i.e. Weibull(scale sqrt(2), concentration 2);
   #   (sqrt(-2 log u) cos(2 pi v), sqrt(-2 log u) sin(2 pi v)) are two independent N(0, 1) (Box-Muller);
   #   |M|^2 = -2 log u + z^2 is chi-square with 3 degrees of freedom (Maxwell), with a random sign.
-  u = 1.0 - jax.random.uniform(key, (6 if coupling else 8, num, dim), dtype)
+  sides = 6 if coupling else 8
+  if samplers.active():  # The sampler's points in (0, 1), coordinates (side, coordinate) of one sample.
+    u = jnp.moveaxis(jnp.reshape(samplers.uniforms(key, num, sides * dim, dtype), (num, sides, dim)), 1, 0)
+  else:
+    u = 1.0 - jax.random.uniform(key, (sides, num, dim), dtype)
   rayleigh = lambda v: jnp.sqrt(-2.0 * jnp.log(v))
   two_pi = 2.0 * math.pi
   eps, eps_other = rayleigh(u[0]) * jnp.cos(two_pi * u[1]), rayleigh(u[0]) * jnp.sin(two_pi * u[1])
