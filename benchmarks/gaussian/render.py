@@ -548,13 +548,20 @@ def plot_samplers(records: list[dict[str, Any]], config: VarianceConfig, out_dir
         if _exact_zero(points[0]):
           notes.append(f"{s}: exact (odd term), not shown")
           continue
-        slope, _ = log_slope(
-          [r["num_samples"] for r in points], [r["variance"] for r in points], [r["variance_se"] for r in points]
-        )
+        # Values read back from JSON may be "nan"/"inf" strings; a point without a finite variance is not drawn.
+        figures = [(r["num_samples"], report.number(r["variance"]), report.number(r["variance_se"])) for r in points]
+        figures = [
+          (n, v, se) for n, v, se in figures if v is not None and se is not None and v > 0 and math.isfinite(v)
+        ]
+        figures = [(n, v, se if math.isfinite(se) else 0.0) for n, v, se in figures]
+        if len(figures) < 2:
+          notes.append(f"{s}: fewer than 2 finite variances, not shown")
+          continue
+        slope, _ = log_slope([n for n, _, _ in figures], [v for _, v, _ in figures], [se for _, _, se in figures])
         ax.errorbar(
-          [r["num_samples"] for r in points],
-          [r["variance"] for r in points],
-          yerr=[2 * r["variance_se"] for r in points],
+          [n for n, _, _ in figures],
+          [v for _, v, _ in figures],
+          yerr=[2 * se for _, _, se in figures],
           fmt=markers[s] + "-",
           ms=4,
           lw=1,

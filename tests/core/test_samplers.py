@@ -221,3 +221,13 @@ def test_refusals_are_clear():
   big = lambda p: distrax.MultivariateNormalDiag(jnp.zeros(21202) + p["loc"], jnp.ones(21202))  # noqa: E731
   with pytest.raises(ValueError, match="up to 21201 coordinates"):
     jax.eval_shape(lambda: call(sfe.pathwise(), "rqmc", n=2, builder=big))
+
+
+def test_points_never_round_to_0_or_1():
+  # float32 rounds (2^24 - 1/2) 2^-24 and 1 - 2^-30 to exactly 1.0, where ndtri is infinite: a NaN gradient once
+  # in about 3e6 points before the grid kept 23 bits and every sampler clipped into the open interval.
+  extremes = jnp.array([0, 2**32 - 1], jnp.uint32)
+  u = samplers._to_unit(extremes, jnp.float32)
+  assert bool(jnp.all((u > 0) & (u < 1))) and bool(jnp.all(jnp.isfinite(jax.scipy.special.ndtri(u))))
+  clipped = samplers._inside(jnp.array([0.0, 1.0 - 2.0**-30, 1.0], jnp.float32))
+  assert bool(jnp.all((clipped > 0) & (clipped < 1)))

@@ -138,11 +138,11 @@ def uniforms(key: PRNGKey, num: int, dim: int, dtype: Any) -> Array:
         f"sampler='antithetic' draws pairs (u, 1 - u): it needs an even number of samples (per chunk); got {num}."
       )
     half = _open_uniform(key, (num // 2, dim), dtype)
-    return jnp.reshape(jnp.stack([half, 1.0 - half], axis=1), (num, dim))
+    return _inside(jnp.reshape(jnp.stack([half, 1.0 - half], axis=1), (num, dim)))
   if state.kind == "stratified":
     k_perm, k_jitter = jax.random.split(key)
     strata = jnp.argsort(jax.random.uniform(k_perm, (num, dim)), axis=0).astype(dtype)
-    return (strata + _open_uniform(k_jitter, (num, dim), dtype)) / num
+    return _inside((strata + _open_uniform(k_jitter, (num, dim), dtype)) / num)
   if dim > MAX_SOBOL_DIMENSION:
     raise ValueError(
       f"sampler='rqmc' supports up to {MAX_SOBOL_DIMENSION} coordinates per sample (Joe and Kuo's Sobol "
@@ -154,6 +154,14 @@ def uniforms(key: PRNGKey, num: int, dim: int, dtype: Any) -> Array:
   return _to_unit(bits, dtype)
 
 
+def _inside(u: Array) -> Array:
+  """``u`` clipped into ``[tiny, 1 - epsneg]``: rounding (``1 - u`` for a tiny ``u``, ``(N - 1 + v) / N`` for ``v``
+  next to 1) can give exactly 0 or 1, where quantile functions are infinite (a NaN gradient, seen once in 3e6
+  float32 points before this clip). The clip moves a point by at most one unit in the last place."""
+  info = jnp.finfo(u.dtype)
+  return jnp.clip(u, info.tiny, 1.0 - info.epsneg)
+
+
 def _open_uniform(key: PRNGKey, shape: tuple[int, ...], dtype: Any) -> Array:
   """Uniforms in the open interval (0, 1) (so that quantile functions stay finite)."""
   tiny = jnp.finfo(dtype).tiny
@@ -161,10 +169,11 @@ def _open_uniform(key: PRNGKey, shape: tuple[int, ...], dtype: Any) -> Array:
 
 
 def _to_unit(bits: Array, dtype: Any) -> Array:
-  """32-bit integers to the midpoints of a grid in (0, 1): never 0 or 1, exactly uniform on the grid."""
+  """32-bit integers to the midpoints of a grid in (0, 1): exactly representable, never 0 or 1, uniform on the grid."""
   if dtype == jnp.float64:
     return (bits.astype(jnp.float64) + 0.5) * 2.0**-_BITS
-  return ((bits >> 8).astype(jnp.float32) + 0.5) * 2.0**-24  # float32 holds 24 bits
+  # 23 bits: the midpoints (k + 1/2) 2^-23 are exact in float32 (near 1 its spacing is 2^-24), none rounds to 1.
+  return ((bits >> 9).astype(jnp.float32) + 0.5) * 2.0**-23
 
 
 @functools.cache
