@@ -231,3 +231,47 @@ def test_points_never_round_to_0_or_1():
   assert bool(jnp.all((u > 0) & (u < 1))) and bool(jnp.all(jnp.isfinite(jax.scipy.special.ndtri(u))))
   clipped = samplers._inside(jnp.array([0.0, 1.0 - 2.0**-30, 1.0], jnp.float32))
   assert bool(jnp.all((clipped > 0) & (clipped < 1)))
+
+
+def test_a_nested_call_draws_with_its_own_sampler_and_key():
+  # f itself calls sfe (here with the default i.i.d. sampler): its estimate must depend on its own key, not come
+  # from the outer call's RQMC points.
+  def outer(inner_key):
+    def f(x):
+      inner = sfe.expectation(sfe.pathwise(), jnp.sum, normal, PARAMS, inner_key, num_samples=4)[0]
+      return x * inner
+
+    return sfe.expectation(sfe.pathwise(), f, normal, PARAMS, jax.random.key(0), num_samples=64, sampler="rqmc")[0]
+
+  values = {float(outer(jax.random.key(k))) for k in range(3)}
+  assert len(values) == 3, values
+  # And an estimator that draws its own noise is still refused when f nests an sfe call.
+  bits = lambda p: distrax.Bernoulli(logits=p, dtype=jnp.float32)  # noqa: E731
+  nested = lambda b: b * sfe.expectation(sfe.pathwise(), jnp.sum, normal, PARAMS, jax.random.key(1), num_samples=4)[0]  # noqa: E731
+  with pytest.raises(ValueError, match="without sfe_jax's samplers"):
+    sfe.value_and_grad(
+      sfe.gumbel_softmax(0.5), nested, bits, jnp.asarray(0.0), jax.random.key(0), num_samples=8, sampler="rqmc"
+    )
+
+
+def test_tails_and_grids():
+  laplace = samplers._location_scale(distrax.Laplace(0.0, 1.0))[2]
+  u = jnp.array([1e-30, 1e-10, 0.25, 0.5, 1.0 - 2.0**-24], jnp.float32)
+  np.testing.assert_allclose(laplace(u)[:3], np.log(2.0 * np.asarray(u[:3], np.float64)), rtol=1e-6)
+  assert bool(jnp.all(jnp.isfinite(laplace(u))))
+  # Antithetic and stratified draw grid midpoints: 1 - u is on the grid, and nothing sits at the smallest float.
+  v = np.asarray(samplers._open_uniform(jax.random.key(0), (100_000,), jnp.float32), np.float64)
+  assert v.min() >= 2.0**-24 and np.all(np.mod(v * 2**23 - 0.5, 1.0) == 0.0)
+  with jax.enable_x64(True):
+    with samplers.drawing("rqmc", jax.random.key(0), "test"):
+      w = samplers.uniforms(jax.random.key(0), 2**14, 8, jnp.float64)
+    # 64 bits from two scrambled sequences: the points are not on the 32-bit Sobol grid's midpoints.
+    assert w.dtype == jnp.float64 and np.mean(np.mod(np.asarray(w) * 2.0**32, 1.0) == 0.5) < 0.01
+
+
+def test_tfp_diagonal_gaussian_without_loc():
+  builder = lambda p: tfp.distributions.MultivariateNormalDiag(scale_diag=p)  # noqa: E731
+  value, grads, _ = sfe.value_and_grad(
+    sfe.score_function(), jnp.sum, builder, jnp.ones(3), jax.random.key(0), num_samples=16
+  )
+  assert bool(jnp.isfinite(value)) and grads.shape == (3,)

@@ -360,6 +360,7 @@ def gaussian_diag(dist: Any) -> GaussianDiag | None:
   else:
     return None
   shape = sample_shape(dist)
+  loc = jnp.zeros((), jnp.result_type(scale)) if loc is None else loc  # TFP's MultivariateNormalDiag(scale_diag=...)
   return GaussianDiag(jnp.broadcast_to(loc, shape), jnp.broadcast_to(scale, shape))
 
 

@@ -88,16 +88,15 @@ def drawing(sampler: str, key: PRNGKey, name: str) -> Iterator[None]:
   Raises a ``ValueError`` at the end if nothing was drawn through it: the computation draws its randomness
   some other way, so the sampler would silently change nothing.
   """
-  if sampler == "iid":
-    yield
-    return
-  state = _Drawing(sampler, key)
+  # Always set, to None for "iid": an sfe call nested in f (or a jitted function traced under another call)
+  # draws with its own sampler and key, never with an outer call's.
+  state = None if sampler == "iid" else _Drawing(sampler, key)
   token = _ACTIVE.set(state)
   try:
     yield
   finally:
     _ACTIVE.reset(token)
-  if not state.used:
+  if state is not None and not state.used:
     raise ValueError(
       f"{name} draws its random numbers without sfe_jax's samplers, so sampler={sampler!r} would change nothing; "
       "use sampler='iid'."
@@ -150,7 +149,10 @@ def uniforms(key: PRNGKey, num: int, dim: int, dtype: Any) -> Array:
     )
   if num > 2**_BITS:
     raise ValueError(f"sampler='rqmc' supports up to 2**{_BITS} points; got {num}.")
-  bits = _scrambled_sobol(jax.random.fold_in(state.key, call), state.offset, num, dim)
+  key = jax.random.fold_in(state.key, call)
+  bits = _scrambled_sobol(key, state.offset, num, dim)
+  if dtype == jnp.float64:  # 32 more bits from a second, independently shifted sequence: the tails of iid float64
+    return _sixty_four(bits, _scrambled_sobol(jax.random.fold_in(key, 1), state.offset, num, dim))
   return _to_unit(bits, dtype)
 
 
@@ -163,9 +165,17 @@ def _inside(u: Array) -> Array:
 
 
 def _open_uniform(key: PRNGKey, shape: tuple[int, ...], dtype: Any) -> Array:
-  """Uniforms in the open interval (0, 1) (so that quantile functions stay finite)."""
-  tiny = jnp.finfo(dtype).tiny
-  return jax.random.uniform(key, shape, dtype, minval=tiny, maxval=1.0)
+  """Uniforms on the midpoints of a grid in (0, 1), symmetric about 1/2: ``1 - u`` is on the grid too, and no
+  point is an atom at the smallest float (where ``jax.random.uniform(minval=tiny)`` puts its zero draws)."""
+  if dtype == jnp.float64:  # 64 bits: the tails of iid float64
+    high, low = jax.random.bits(key, (2, *shape), jnp.uint32)
+    return _sixty_four(high, low)
+  return _to_unit(jax.random.bits(key, shape, jnp.uint32), dtype)
+
+
+def _sixty_four(high: Array, low: Array) -> Array:
+  """Two 32-bit integers as one point of the 2^-64 grid in float64 (rounded to 53 bits), inside (0, 1)."""
+  return _inside((high.astype(jnp.float64) + (low.astype(jnp.float64) + 0.5) * 2.0**-_BITS) * 2.0**-_BITS)
 
 
 def _to_unit(bits: Array, dtype: Any) -> Array:
@@ -246,7 +256,7 @@ def _param(dist: Any, *names: str) -> Array:
 def _location_scale(dist: Any) -> tuple[Array, Array, Callable[[Array], Array]] | None:
   """``(loc, scale, standard quantile)`` of the scalar location-scale families; else ``None``."""
   if _family(dist, ("Laplace",)):
-    quantile = lambda u: -jnp.sign(u - 0.5) * jnp.log1p(-2.0 * jnp.abs(u - 0.5))  # noqa: E731
+    quantile = lambda u: jnp.where(u < 0.5, jnp.log(2.0 * u), -jnp.log(2.0 * (1.0 - u)))  # noqa: E731
   elif _family(dist, ("Logistic",)):
     quantile = lambda u: jnp.log(u) - jnp.log1p(-u)  # noqa: E731
   elif _family(dist, ("Gumbel",)):
@@ -299,11 +309,11 @@ def sample(dist: Any, key: PRNGKey, num: int) -> Array:
     return (low + (high - low) * _flat_uniforms(key, num, shape, dtype)).astype(out_dtype)
   if _family(dist, ("Bernoulli", "BernoulliProbs", "BernoulliLogits")):
     probs = jnp.broadcast_to(_probs(distributions.unwrap(dist)), shape)
-    return (_flat_uniforms(key, num, shape, jnp.float32) < probs).astype(out_dtype)
+    return (_flat_uniforms(key, num, shape, probs.dtype) < probs).astype(out_dtype)
   if _family(dist, ("Categorical", "CategoricalProbs", "CategoricalLogits")) and not tuple(dist.event_shape):
     probs = _probs(distributions.unwrap(dist))
     cdf = jnp.cumsum(probs, axis=-1)
-    u = _flat_uniforms(key, num, shape, jnp.float32)[..., None] * cdf[..., -1:]
+    u = _flat_uniforms(key, num, shape, probs.dtype)[..., None] * cdf[..., -1:]
     index = jnp.sum(u >= cdf, axis=-1)  # the first category whose CDF exceeds u
     index = jnp.minimum(index, probs.shape[-1] - 1)
     return index.astype(out_dtype)
@@ -315,9 +325,11 @@ def sample(dist: Any, key: PRNGKey, num: int) -> Array:
 
 
 def _probs(dist: Any) -> Array:
-  """The probabilities of a Bernoulli or Categorical in float32 (TFP keeps only the parameter it was given)."""
-  probs = dist.probs_parameter() if hasattr(dist, "probs_parameter") else dist.probs
-  return jax.lax.stop_gradient(jnp.asarray(probs, jnp.float32))
+  """The probabilities of a Bernoulli or Categorical, float64 under x64 with float64 parameters, else float32
+  (TFP keeps only the parameter it was given)."""
+  probs = jnp.asarray(dist.probs_parameter() if hasattr(dist, "probs_parameter") else dist.probs)
+  dtype = jnp.float64 if probs.dtype == jnp.float64 else jnp.float32
+  return jax.lax.stop_gradient(probs.astype(dtype))
 
 
 def _numpyro_mvn(dist: Any) -> bool:
