@@ -275,3 +275,28 @@ def test_tfp_diagonal_gaussian_without_loc():
     sfe.score_function(), jnp.sum, builder, jnp.ones(3), jax.random.key(0), num_samples=16
   )
   assert bool(jnp.isfinite(value)) and grads.shape == (3,)
+
+
+def test_wrapped_and_squashed_distributions():
+  # Independent(Categorical) by the inverse CDF; a tanh-squashed Normal through its base (pathwise).
+  logits = jnp.array([[0.2, -0.4, 1.0], [0.0, 0.3, -jnp.inf]])
+  wrapped = lambda p: distrax.Independent(distrax.Categorical(logits=p), 1)  # noqa: E731
+  f = lambda a: jnp.sum((a - 1.0) ** 2)  # noqa: E731
+  value, grads, _ = sfe.value_and_grad(
+    sfe.score_function(), f, wrapped, logits, jax.random.key(0), num_samples=4096, sampler="rqmc"
+  )
+  probs = jax.nn.softmax(logits)
+  exact = float(jnp.sum(probs * (jnp.arange(3.0) - 1.0) ** 2))
+  assert abs(float(value) - exact) < 0.01 and float(grads[1, 2]) == 0.0
+  squashed = lambda p: distrax.Transformed(distrax.Normal(p["loc"], p["scale"]), distrax.Tanh())  # noqa: E731
+  value, grads, _ = sfe.value_and_grad(
+    sfe.pathwise(), lambda y: y, squashed, PARAMS, jax.random.key(0), num_samples=4096, sampler="rqmc"
+  )
+  iid = sfe.value_and_grad(sfe.pathwise(), lambda y: y, squashed, PARAMS, jax.random.key(0), num_samples=2**18)
+  assert abs(float(value) - float(iid[0])) < 5e-3 and abs(float(grads["loc"]) - float(iid[1]["loc"])) < 5e-3
+  with pytest.raises(ValueError, match="at most 2\\*\\*32"):
+    jax.eval_shape(
+      lambda: sfe.expectation(
+        sfe.pathwise(), cos_k, normal, PARAMS, jax.random.key(0), num_samples=2**33, sampler="rqmc", chunk_size=2**20
+      )
+    )

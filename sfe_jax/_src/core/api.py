@@ -55,7 +55,7 @@ def prepare(
   sample_sharding = checks.check_sample_sharding(sample_sharding, num_samples, chunk_size)
   shards = 1 if sample_sharding is None else sampling.num_shards(sample_sharding)
   checks.check_memory(dist, num_samples, max_memory, computation.name, chunk_size, shards)
-  sampler = samplers.check_sampler(computation, sampler)
+  sampler = samplers.check_sampler(computation, sampler, num_samples)
   invalid = finite.any_nan(diff) | distributions.out_of_domain(dist)
   return Prepared(split, diff, num_samples, state, invalid, chunk_size, sample_sharding, sampler)
 

@@ -67,10 +67,12 @@ class _Drawing:
 _ACTIVE: contextvars.ContextVar[_Drawing | None] = contextvars.ContextVar("sampler", default=None)
 
 
-def check_sampler(computation: Any, sampler: Any) -> str:
+def check_sampler(computation: Any, sampler: Any, num_samples: int | None = None) -> str:
   """``sampler`` checked against :data:`SAMPLERS` and what ``computation`` allows; a clear error otherwise."""
   if not isinstance(sampler, str) or sampler not in SAMPLERS:
     raise ValueError(f"`sampler` must be one of {SAMPLERS}; got {sampler!r}.")
+  if sampler == "rqmc" and num_samples is not None and num_samples > 2**_BITS:
+    raise ValueError(f"sampler='rqmc' indexes its points with {_BITS} bits: num_samples must be at most 2**{_BITS}.")
   if sampler != "iid" and getattr(computation, "chunking", "none") != "independent":
     raise ValueError(
       f"{computation.name} does not support sampler={sampler!r}: its estimate couples its samples (a baseline, "
@@ -140,7 +142,8 @@ def uniforms(key: PRNGKey, num: int, dim: int, dtype: Any) -> Array:
     return _inside(jnp.reshape(jnp.stack([half, 1.0 - half], axis=1), (num, dim)))
   if state.kind == "stratified":
     k_perm, k_jitter = jax.random.split(key)
-    strata = jnp.argsort(jax.random.uniform(k_perm, (num, dim)), axis=0).astype(dtype)
+    # One exact random permutation of the strata per coordinate (integers: no ties, any N).
+    strata = jax.vmap(lambda k: jax.random.permutation(k, num))(jax.random.split(k_perm, dim)).T.astype(dtype)
     return _inside((strata + _open_uniform(k_jitter, (num, dim), dtype)) / num)
   if dim > MAX_SOBOL_DIMENSION:
     raise ValueError(
@@ -279,6 +282,9 @@ def sample(dist: Any, key: PRNGKey, num: int) -> Array:
   is refused with a ``TypeError`` naming the distribution.
   """
   kind = _ACTIVE.get().kind  # type: ignore[union-attr]
+  squashed = distributions.squashed(dist)
+  if squashed is not None:  # tanh/sigmoid squashes: the base's points, squashed (pathwise reaches here)
+    return squashed.forward(sample(squashed.base, key, num))
   shape = distributions.sample_shape(dist)
   out_dtype = distributions.one_sample(dist).dtype
   dtype = out_dtype if jnp.issubdtype(out_dtype, jnp.floating) else jnp.float32
@@ -310,7 +316,8 @@ def sample(dist: Any, key: PRNGKey, num: int) -> Array:
   if _family(dist, ("Bernoulli", "BernoulliProbs", "BernoulliLogits")):
     probs = jnp.broadcast_to(_probs(distributions.unwrap(dist)), shape)
     return (_flat_uniforms(key, num, shape, probs.dtype) < probs).astype(out_dtype)
-  if _family(dist, ("Categorical", "CategoricalProbs", "CategoricalLogits")) and not tuple(dist.event_shape):
+  categorical = ("Categorical", "CategoricalProbs", "CategoricalLogits")
+  if _family(dist, categorical) and not tuple(distributions.unwrap(dist).event_shape):
     probs = _probs(distributions.unwrap(dist))
     cdf = jnp.cumsum(probs, axis=-1)
     u = _flat_uniforms(key, num, shape, probs.dtype)[..., None] * cdf[..., -1:]
