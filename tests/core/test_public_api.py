@@ -86,6 +86,7 @@ PUBLIC = {
       "state",
       "batch_size",
       "sampler",
+      "chunk_size",
       "timing_repeats",
       "warmup",
     ),
@@ -100,6 +101,7 @@ PUBLIC = {
       "state",
       "batch_size",
       "sampler",
+      "chunk_size",
     ),
     "GradientBias": ("bias", "z_score", "max_abs_z"),
     "GradientMoments": (
@@ -123,6 +125,7 @@ PUBLIC = {
       "state",
       "batch_size",
       "sampler",
+      "chunk_size",
     ),
     "Report": ("moments", "bias", "timing", "work_normalized_variance", "estimator_name", "value_name"),
     "time_per_estimate": (
@@ -136,6 +139,7 @@ PUBLIC = {
       "warmup",
       "state",
       "sampler",
+      "chunk_size",
     ),
     "Timing": ("median_seconds", "min_seconds", "compile_seconds"),
     "variance_and_std_error": ("samples", "axis"),

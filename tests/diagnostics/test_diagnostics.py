@@ -431,3 +431,30 @@ def test_bias_shape_mismatch(nested_moments):
 def test_bias_needs_moments():
   with pytest.raises(TypeError, match="`moments` must be the GradientMoments"):
     sfe.diagnostics.bias({"loc": 1.0}, {"loc": 1.0})
+
+
+def test_chunked_estimates_in_the_diagnostics():
+  # chunk_size bounds each estimate's memory: with RQMC the chunks are blocks of one sequence, so the moments
+  # equal the unchunked ones; with i.i.d. chunks the variance is that of the unchunked estimate (within its se).
+  import distrax  # noqa: PLC0415
+
+  params = {"loc": jnp.asarray(1.0), "scale": jnp.asarray(1.0)}
+  builder = lambda p: distrax.Normal(p["loc"], p["scale"])  # noqa: E731
+  f = lambda x: jnp.cos(2.0 * x)  # noqa: E731
+  kwargs = dict(num_samples=256, num_repeats=400)
+  plain, chunked = (
+    sfe.diagnostics.gradient_moments(
+      sfe.pathwise(), f, builder, params, jax.random.key(0), sampler="rqmc", chunk_size=c, **kwargs
+    )
+    for c in (None, 64)
+  )
+  np.testing.assert_allclose(chunked.variance["loc"], plain.variance["loc"], rtol=1e-3)
+  iid = sfe.diagnostics.gradient_moments(sfe.pathwise(), f, builder, params, jax.random.key(0), chunk_size=64, **kwargs)
+  iid_plain = sfe.diagnostics.gradient_moments(sfe.pathwise(), f, builder, params, jax.random.key(1), **kwargs)
+  diff = float(iid.variance["loc"] - iid_plain.variance["loc"])
+  se = float(np.hypot(iid.variance_std_error["loc"], iid_plain.variance_std_error["loc"]))
+  assert abs(diff) < 5 * se
+  report = sfe.diagnostics.evaluate(
+    sfe.pathwise(), f, builder, params, jax.random.key(0), chunk_size=64, timing_repeats=2, **kwargs
+  )
+  assert float(report.work_normalized_variance["loc"]) > 0

@@ -123,6 +123,7 @@ def repeated_estimates(
   state: Any = None,
   batch_size: int | None = None,
   sampler: str = "iid",
+  chunk_size: int | None = None,
 ) -> tuple[Array, Params]:
   """``num_repeats`` independent estimates: values of shape ``(R,)`` and grads with a leading ``R`` axis.
 
@@ -135,7 +136,9 @@ def repeated_estimates(
   keys = jax.random.split(key, num_repeats)
 
   def one(k):
-    value, grads, _ = api.value_and_grad_of(estimator, f, dist_builder, params, k, num_samples, state, sampler=sampler)
+    value, grads, _ = api.value_and_grad_of(
+      estimator, f, dist_builder, params, k, num_samples, state, chunk_size=chunk_size, sampler=sampler
+    )
     return value, grads
 
   if batch_size is None or batch_size >= num_repeats:
@@ -184,6 +187,7 @@ def gradient_moments(
   state: Any = None,
   batch_size: int | None = None,
   sampler: str = "iid",
+  chunk_size: int | None = None,
 ) -> GradientMoments:
   r"""Mean, variance and signal-to-noise ratio of a gradient estimator over independent repeats.
 
@@ -221,6 +225,9 @@ def gradient_moments(
     sampler: how each estimate draws its base randomness (``"iid"``, ``"antithetic"``, ``"stratified"``,
       ``"rqmc"``; see :func:`sfe_jax.value_and_grad`): the repeats are independent randomizations, so
       ``variance`` is the variance of one estimate under that sampler.
+    chunk_size: each estimate's samples are drawn and evaluated this many at a time (see
+      :func:`sfe_jax.value_and_grad`): memory per estimate stays that of one chunk, for variance studies with
+      many samples per estimate.
 
   Returns:
     A :class:`GradientMoments` whose array fields have the structure of ``params``.
@@ -248,7 +255,9 @@ def gradient_moments(
   # is static. It is cached (a second call with the same estimator, f, dist_builder, sizes and static leaves
   # does not compile again) and, under an outer jit, inlined.
   split, diff = checks.check_params(params)  # Leaves that are not arrays (equinox) stay out of jit's arguments.
-  run = cache.cached_jit(_moments, estimator, f, dist_builder, split, num_samples, num_repeats, batch_size, sampler)
+  run = cache.cached_jit(
+    _moments, estimator, f, dist_builder, split, num_samples, num_repeats, batch_size, sampler, chunk_size
+  )
   moments = run(diff, state, key)
   return moments._replace(num_repeats=num_repeats, num_samples=int(num_samples))
 
@@ -262,6 +271,7 @@ def _moments(
   num_repeats: int,
   batch_size: int | None,
   sampler: str,
+  chunk_size: int | None,
   diff: list[Any],
   state: Any,
   key: types.PRNGKey,
@@ -278,6 +288,7 @@ def _moments(
     state=state,
     batch_size=batch_size,
     sampler=sampler,
+    chunk_size=chunk_size,
   )
   moments = moments_from_estimates(values, grads, num_samples=num_samples)
   return moments._replace(num_repeats=0, num_samples=0)

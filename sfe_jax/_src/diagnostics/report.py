@@ -94,6 +94,7 @@ def time_per_estimate(
   warmup: int = 2,
   state: Any = None,
   sampler: str = "iid",
+  chunk_size: int | None = None,
 ) -> Timing:
   """Wall-clock seconds of one jitted :func:`sfe_jax.value_and_grad` call.
 
@@ -103,7 +104,8 @@ def time_per_estimate(
   The time is that of the device ``params`` live on (``jax.devices()[0]`` by default).
 
   Args:
-    estimator, f, dist_builder, params, key, num_samples, state, sampler: as for :func:`sfe_jax.value_and_grad`.
+    estimator, f, dist_builder, params, key, num_samples, state, sampler, chunk_size: as for
+      :func:`sfe_jax.value_and_grad`.
     repeats: timed runs, at least 1.
     warmup: untimed runs before them, at least 0.
 
@@ -130,7 +132,7 @@ def time_per_estimate(
 
   def run(d, s, k):
     value, grads, _ = api.value_and_grad_of(
-      estimator, f, dist_builder, split.merge(d), k, num_samples, s, sampler=sampler
+      estimator, f, dist_builder, split.merge(d), k, num_samples, s, chunk_size=chunk_size, sampler=sampler
     )
     return value, grads
 
@@ -164,6 +166,7 @@ def evaluate(
   state: Any = None,
   batch_size: int | None = None,
   sampler: str = "iid",
+  chunk_size: int | None = None,
   timing_repeats: int = 20,
   warmup: int = 2,
 ) -> Report:
@@ -180,7 +183,7 @@ def evaluate(
   for the variance and the time.
 
   Args:
-    estimator, f, dist_builder, params, key, num_samples, num_repeats, state, batch_size, sampler: as for
+    estimator, f, dist_builder, params, key, num_samples, num_repeats, state, batch_size, sampler, chunk_size: as for
       :func:`gradient_moments`.
     exact_grad: the exact gradient (the structure of ``params``), or ``None`` to skip the bias.
     timing_repeats: timed runs for :func:`time_per_estimate` (its ``repeats``).
@@ -213,6 +216,7 @@ def evaluate(
     state=state,
     batch_size=batch_size,
     sampler=sampler,
+    chunk_size=chunk_size,
   )
   gradient_bias = None if exact_grad is None else bias(moments, exact_grad)
   timing = time_per_estimate(
@@ -226,6 +230,7 @@ def evaluate(
     warmup=warmup,
     state=state,
     sampler=sampler,
+    chunk_size=chunk_size,
   )
   work = jax.tree.map(lambda v: v * timing.median_seconds, moments.variance)
   return Report(
