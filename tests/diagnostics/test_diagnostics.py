@@ -283,6 +283,23 @@ def test_cached_computation_keeps_the_static_leaves_of_equinox_params():
   _assert_same_moments(jitted, first, exact=False)
 
 
+def test_enumeration_with_num_samples_none_counts_the_support():
+  # sfe.enumerate() is called with num_samples=None (its documented form): the diagnostics resolve it to the
+  # support's size as the entry points do, and the exact gradient has zero variance.
+  bernoulli = lambda p: distrax.Bernoulli(logits=p, dtype=jnp.float32)
+  f = lambda b: jnp.sum(b * jnp.array([1.0, 2.0, 3.0]))
+  report = sfe.diagnostics.evaluate(
+    sfe.enumerate(), f, bernoulli, jnp.zeros(3), jax.random.key(0), num_samples=None, num_repeats=2
+  )
+  assert report.moments.num_samples == 8
+  np.testing.assert_allclose(report.moments.mean, 0.25 * jnp.array([1.0, 2.0, 3.0]), rtol=1e-6)
+  np.testing.assert_array_equal(report.moments.variance, 0.0)
+  with pytest.raises(TypeError, match="`num_samples` is required for sfe.score_function"):
+    sfe.diagnostics.gradient_moments(
+      sfe.score_function(), f, bernoulli, jnp.zeros(3), jax.random.key(0), num_samples=None, num_repeats=2
+    )
+
+
 def test_state_is_used():
   # A frozen moving-average state acts as a constant baseline b: Var = Var_SF - 2 b E[f s^2] + b^2 E[s^2].
   row = SQUARE_ROWS[2]  # k = 3, E[f] = 5

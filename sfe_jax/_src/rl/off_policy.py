@@ -117,8 +117,10 @@ def off_policy_value(
     variance than ordinary.
   * ``"truncated"``: per-decision with every ratio clipped, :math:`\bar\rho_t = \min(\bar\rho, \rho_t)`
     (``clip_rho``; V-trace's truncation). Variance bounded (products of at most ``clip_rho ** T``); biased:
-    its mean is the value of the unnormalised policy ``min(clip_rho * mu, pi)``, which lies between ``mu``'s
-    and ``pi``'s with ``clip_rho = 1``, and it equals per-decision when ``clip_rho`` exceeds every ratio.
+    its mean is the "value" of the unnormalised policy ``min(clip_rho * mu, pi)``, whose mass per step is
+    below 1, so the mean is not in general between ``mu``'s and ``pi``'s values (one step, rewards 1,
+    ``pi = [0.2, 0.8]``, ``mu = [0.5, 0.5]``, ``clip_rho = 1``: both values are 1, the mean is 0.7; V-trace
+    normalises that policy instead). It equals per-decision when ``clip_rho`` exceeds every ratio.
     Clipped ratios pass no gradient.
 
   Args:
