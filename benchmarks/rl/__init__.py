@@ -90,11 +90,13 @@ from __future__ import annotations
 
 from benchmarks import suite
 from benchmarks.rl.measure import (
+  batch_gradient_estimates,
   cell_id,
   cells,
   checkpoint_indices,
   gradient_estimates,
   gradient_moments,
+  make_learn,
   make_optimizers,
   make_update,
   measure_overhead,
@@ -154,6 +156,7 @@ __all__ = [
   "VALUE_COEF",
   "Batch",
   "RLConfig",
+  "batch_gradient_estimates",
   "bootstrap_value",
   "cell_id",
   "cells",
@@ -165,6 +168,7 @@ __all__ = [
   "init_params",
   "log_probs",
   "make_env",
+  "make_learn",
   "make_optimizers",
   "make_update",
   "measure_overhead",

@@ -48,17 +48,22 @@ def make_optimizers(config: RLConfig, method: str):
   return optax.adam(config.reinforce_lr), optax.adam(config.critic_lr)
 
 
-def make_update(env, env_params, config: RLConfig, method: str):
-  """``update(carry, key) -> (carry, (env steps, mean training return))`` for one batch (scan body)."""
+def make_learn(config: RLConfig, method: str):
+  """``(learn, init)`` for one method: ``learn((params, opt_state), batch, key) -> (params, opt_state)``.
+
+  One update on a collected :class:`Batch` (any number of episodes; PPO's must be a multiple of
+  ``ppo_minibatches``). ``key`` draws PPO's minibatch permutations; the REINFORCE updates draw nothing.
+  ``init(params)`` is the optimizer state.
+  """
   policy_opt, critic_opt = make_optimizers(config, method)
   gamma = config.gamma
 
   if method != "PPO":
     baseline_kind = "leave_one_out" if method == "REINFORCE + leave-one-out" else "value"
 
-    def update(carry, key):
+    def learn(carry, batch, key):
+      del key
       params, opt_state = carry
-      batch = rollout(env, env_params, params["policy"], key, config.reinforce_batch, config.horizon)
       values = value(params["critic"], batch.obs)
       baseline = LEAVE_ONE_OUT if baseline_kind == "leave_one_out" else values
 
@@ -87,21 +92,18 @@ def make_update(env, env_params, config: RLConfig, method: str):
       gp = jax.grad(policy_loss)(params["policy"])
       up, sp = policy_opt.update(gp, opt_state[0], params["policy"])
       (cp, sc), _ = jax.lax.scan(critic_step, (params["critic"], opt_state[1]), None, length=config.critic_steps)
-      params = {"policy": optax.apply_updates(params["policy"], up), "critic": cp}
-      return (params, (sp, sc)), (jnp.sum(batch.mask), jnp.mean(episode_returns(batch)))
+      return {"policy": optax.apply_updates(params["policy"], up), "critic": cp}, (sp, sc)
 
     def init(params):
       return (policy_opt.init(params["policy"]), critic_opt.init(params["critic"]))
 
-    return update, init
+    return learn, init
 
   n_mb = config.ppo_minibatches
-  mb = config.ppo_batch // n_mb
 
-  def update(carry, key):
+  def learn(carry, batch, key):
     params, opt_state = carry
-    k_roll, k_perm = jax.random.split(key)
-    batch = rollout(env, env_params, params["policy"], k_roll, config.ppo_batch, config.horizon)
+    episodes = batch.mask.shape[0]
     old_values = value(params["critic"], batch.obs)
     adv = rl.gae(
       batch.rewards, old_values, batch.mask, gamma, config.lam, bootstrap_value=bootstrap_value(params["critic"], batch)
@@ -128,13 +130,26 @@ def make_update(env, env_params, config: RLConfig, method: str):
       return (optax.apply_updates(params, updates), opt_state), None
 
     def epoch(carry, k):
-      perm = jax.random.permutation(k, config.ppo_batch).reshape(n_mb, mb)
+      perm = jax.random.permutation(k, episodes).reshape(n_mb, episodes // n_mb)
       return jax.lax.scan(minibatch_step, carry, perm)[0], None
 
-    (params, opt_state), _ = jax.lax.scan(epoch, (params, opt_state), jax.random.split(k_perm, config.ppo_epochs))
-    return (params, opt_state), (jnp.sum(batch.mask), jnp.mean(episode_returns(batch)))
+    return jax.lax.scan(epoch, (params, opt_state), jax.random.split(key, config.ppo_epochs))[0]
 
-  return update, policy_opt.init
+  return learn, policy_opt.init
+
+
+def make_update(env, env_params, config: RLConfig, method: str):
+  """``update(carry, key) -> (carry, (env steps, mean training return))``: a rollout, then ``make_learn``'s
+  update on it (a scan body)."""
+  learn, init = make_learn(config, method)
+  episodes = config.ppo_batch if method == "PPO" else config.reinforce_batch
+
+  def update(carry, key):
+    k_roll, k_learn = jax.random.split(key) if method == "PPO" else (key, key)
+    batch = rollout(env, env_params, carry[0]["policy"], k_roll, episodes, config.horizon)
+    return learn(carry, batch, k_learn), (jnp.sum(batch.mask), jnp.mean(episode_returns(batch)))
+
+  return update, init
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -143,11 +158,16 @@ def make_update(env, env_params, config: RLConfig, method: str):
 
 
 def gradient_estimates(env, env_params, config: RLConfig, params, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """On one batch of ``variance_batch`` episodes: ``([len(ESTIMATORS), P] flat gradients, env steps)``.
+  """On one batch of ``variance_batch`` episodes: ``([len(ESTIMATORS), P] flat gradients, env steps)``."""
+  batch = rollout(env, env_params, params["policy"], key, config.variance_batch, config.horizon)
+  return batch_gradient_estimates(config, params, batch), jnp.sum(batch.mask)
+
+
+def batch_gradient_estimates(config: RLConfig, params, batch: Batch) -> jax.Array:
+  """``[len(ESTIMATORS), P]``: each estimator's flat policy gradient on one collected batch.
 
   The gradients are those of the negated losses (ascent directions) with respect to the policy parameters.
   """
-  batch = rollout(env, env_params, params["policy"], key, config.variance_batch, config.horizon)
   values = value(params["critic"], batch.obs)
   boot = bootstrap_value(params["critic"], batch)
   gamma, r, m = config.gamma, batch.rewards, batch.mask
@@ -171,7 +191,7 @@ def gradient_estimates(env, env_params, config: RLConfig, params, key: jax.Array
   for name in ESTIMATORS:
     g = jax.grad(lambda pp, f=losses[name]: -f(log_probs(pp, batch)))(params["policy"])
     grads.append(jnp.concatenate([x.ravel() for x in jax.tree.leaves(g)]))
-  return jnp.stack(grads), jnp.sum(m)
+  return jnp.stack(grads)
 
 
 def gradient_moments(env, env_params, config: RLConfig, params, key: jax.Array) -> dict[str, Any]:
