@@ -384,7 +384,8 @@ bar_charts(
 #   relaxations are not (Gumbel-softmax and straight-through: bias of more than 5 standard errors). Their low
 #   variance is the variance of an estimate of something else.
 # * Leave-one-out is again the cheap first step from the plain score function (a smaller gain than on the
-#   continuous problem: with six samples, each sample's baseline is the mean of only five others).
+#   continuous problem: a constant baseline removes the part of the score function's variance that comes from
+#   the level of $f$, as notebook 1 shows, and that part is a smaller share here).
 # * DisARM is never worse than ARM (it is ARM with the uniforms integrated out).
 # * RELAX, once its control is trained, has the lowest variance of the unbiased estimators on both problems.
 # * REBAR spends three evaluations per sample, so it averages only two samples here.
@@ -500,11 +501,11 @@ assert st_bias[-1] > 5 * st_noise[-1]
 assert gs_variance[0] > rows_bits["DisARM"]["variance"]
 
 # %% [markdown]
-# The trade-off is plain: from $t = 5$ down to $t = 0.05$ the bias of Gumbel-softmax falls by more than 5 times
-# and its variance rises by more than 100 times; the straight-through Gumbel variant follows the same path here,
-# and plain straight-through sits at a fixed bias (its gradient treats $f$ as linear in each bit). At no
-# temperature is a relaxation both unbiased and low-variance: at the lowest temperature the variance is above
-# that of the unbiased DisARM (the dotted line).
+# The trade-off is plain: from $t = 5$ down to $t = 0.05$ the bias of Gumbel-softmax falls by more than 5 times (at
+# $t = 0.05$ it is at the level of the Monte Carlo noise, so this is a bound) and its variance rises by more than
+# 100 times; the straight-through Gumbel variant is biased at $t = 5$ too, and plain straight-through sits at a
+# fixed bias (its gradient treats $f$ as linear in each bit). At no temperature is a relaxation both unbiased and
+# low-variance: at the lowest temperature the variance is above that of the unbiased DisARM (the dotted line).
 
 # %% [markdown]
 # ## Samplers: how the base randomness is drawn

@@ -106,7 +106,7 @@ random_return = float(jnp.mean(problems.episode_returns(batch)))
 # the $\gamma^t$ in front of each term (with it, the late steps of a 500-step episode would barely count).
 
 # %%
-ESTIMATORS = ("REINFORCE", "REINFORCE + leave-one-out", "REINFORCE + value", "actor-critic (GAE)", "PPO (first step)")
+ESTIMATORS = problems.ESTIMATORS  # ("REINFORCE", "REINFORCE + leave-one-out", "REINFORCE + value", ...)
 
 
 def policy_loss(estimator, policy_params, critic_params, batch):
@@ -139,6 +139,8 @@ def policy_gradients(params, batch):
 
 
 grads = policy_gradients(params0, batch)
+# The same estimates as the benchmarks' RL suite computes (`benchmarks.rl.measure.batch_gradient_estimates`).
+np.testing.assert_allclose(grads, measure.batch_gradient_estimates(config, params0, batch), rtol=1e-4, atol=1e-6)
 print("parameters:", grads.shape[1])
 assert grads.shape[1] == 4 * 64 + 64 + 64 * 64 + 64 + 64 * 2 + 2 == 4610  # the policy MLP 4 -> 64 -> 64 -> 2
 for name, g in zip(ESTIMATORS, grads):
@@ -152,9 +154,9 @@ for name, g in zip(ESTIMATORS, grads):
 # step on it:
 #
 # - **REINFORCE**, without a baseline and with the leave-one-out one: one Adam step on `policy_loss` above.
-# - **Actor-critic (GAE)**: one Adam step on the whole `actor_critic_loss`, the policy loss plus half the
-#   critic's squared error against the $\lambda$-returns $\hat A_t + V(s_t)$, policy and critic together
-#   (Mnih et al. 2016).
+# - **Actor-critic (GAE)**: one Adam step on the whole `actor_critic_loss`, policy and critic together (Mnih et
+#   al. 2016): the policy loss plus `value_coef = 0.5` times the critic's loss, half its squared error against
+#   the $\lambda$-returns $\hat A_t + V(s_t)$ summed over steps and averaged over episodes.
 # - **PPO** (Schulman et al. 2017), as in the benchmarks: 4 epochs over 4 minibatches of 4 episodes, each step on
 #   `rl.ppo_loss` (ratios clipped at $1 \pm 0.2$) with the GAE advantages normalised over the minibatch, plus
 #   half the critic's `rl.ppo_value_loss`, gradients clipped to norm 0.5. PPO reuses each batch for 16 Adam
@@ -177,7 +179,7 @@ def make_learn(method):
   optimizer = optax.adam(config.reinforce_lr)  # REINFORCE and actor-critic: Adam(3e-3) on all the parameters
 
   def loss(params, batch):
-    if method == "actor-critic (GAE)":  # the policy loss plus half the critic's regression on the lambda-returns
+    if method == "actor-critic (GAE)":  # the policy loss plus 0.5 x the critic's loss on the lambda-returns
       log_probs = problems.log_probs(params["policy"], batch)
       values = problems.value(params["critic"], batch.obs)
       bootstrap = problems.bootstrap_value(params["critic"], batch)
@@ -235,9 +237,9 @@ ax.legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
-# Every method learns from the initial policy's 20-odd steps, and the best one ends far above it. PPO makes
-# the most of its samples: reusing every batch for 16 clipped steps, it reaches half the horizon in fewer
-# environment steps than REINFORCE without a baseline. The curves are not monotone: a step along a noisy
+# Every method learns from the initial policy's 20-odd steps, and the best one ends far above it. In this run
+# PPO made the most of its samples: reusing every batch for 16 clipped steps, it reached half the horizon in
+# fewer environment steps than REINFORCE without a baseline. The curves are not monotone: a step along a noisy
 # gradient can make the policy worse, and the actor-critic, whose critic gets a single Adam step per batch
 # here, can lose ground while its critic catches up. Single runs of policy-gradient methods are noisy, so one
 # curve per method shows typical behaviour, not a ranking.
@@ -254,7 +256,7 @@ print(f"initial policy {random_return:.1f}; best method {best}: {final[best]:.1f
 print("environment steps to half the horizon:", ", ".join(f"{m} {to_half[m]:.3g}" for m in METHODS))
 assert random_return < 40
 assert final[best] > 3 * random_return
-assert to_half["PPO"] < to_half["REINFORCE"]
+assert QUICK or to_half["PPO"] < to_half["REINFORCE"]  # this run's outcome (the quick runs are too short to rank)
 
 # %% [markdown]
 # ## The variance of the gradient estimators along training

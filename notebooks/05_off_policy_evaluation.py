@@ -29,7 +29,7 @@
 # | --- | --- | --- | --- |
 # | `"ordinary"` | $\frac1B \sum_b W_b R_b$ | none | grows exponentially with $H$ |
 # | `"weighted"` | $\sum_b W_b R_b / \sum_b W_b$ | $O(1/B)$ | bounded by the rewards |
-# | `"per_decision"` | $\frac1B \sum_b \sum_t \gamma^t r_{bt} \prod_{k \le t} \rho_{bk}$ | none | below ordinary's |
+# | `"per_decision"` | $\frac1B \sum_b \sum_t \gamma^t r_{bt} \prod_{k \le t} \rho_{bk}$ | none | usually lower |
 # | `"truncated"` | per-decision, $\min(\bar\rho, \rho_t)$ for $\rho_t$ | towards $\min(\bar\rho\mu, \pi)$ | bounded |
 #
 # `sfe.rl.vtrace` returns `VTrace(vs, pg_advantages)`: value targets $v_s$ that correct a critic $V$ with

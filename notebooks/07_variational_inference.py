@@ -208,8 +208,8 @@ plt.show()
 
 # %% [markdown]
 # At the prior, where training starts, the score function's variance is more than 100 times the pathwise
-# one, and the delta method cuts the score function's variance by more than a factor of 1.5 (it cuts the
-# pathwise one too); at the trained $q$ the score function's variance is still above the pathwise one. Each
+# one, and the delta method cuts the score function's variance by more than a factor of 1.5; at the trained
+# $q$ the score function's variance is still above the pathwise one. Each
 # comparison is asserted with 4 standard errors of margin on each side:
 
 
@@ -308,8 +308,8 @@ assert gap > 5 * np.hypot(bound_se[1], bound_se[KS[-1]])
 #
 # "Asymptotically" needs importance weights with a finite variance and $K$ large compared with it. On a
 # well-behaved problem, a one-dimensional Gaussian model whose posterior is $N(0.5, 0.5)$ with
-# $q = N(0.4, 0.6^2)$, both laws show (the right panel of the figure below, with the two rates drawn for
-# reference): IWAE's ratio falls by more than half from $K = 1$ to $K = 256$, DReG's rises.
+# $q = N(0.4, 0.6^2)$, the directions show (the right panel of the figure below, with the two asymptotic rates
+# drawn for reference): IWAE's ratio falls by more than half from $K = 1$ to $K = 256$, DReG's rises.
 
 # %%
 toy_log_joint = lambda z: jnp.sum(-0.5 * z**2 - 0.5 * (1.0 - z) ** 2)
@@ -332,9 +332,9 @@ assert toy_snr["DReG"][256] > toy_snr["DReG"][1]
 # the coordinates) at the $q$ of the pathwise run after 100 steps, still far from the ELBO's optimum (at an
 # optimum the $K = 1$ gradient is zero on average). There the weights are heavy-tailed (where the data nearly
 # separate the classes, the posterior's tail follows the broad prior, beyond the reach of the narrow $q$), and
-# the $K$ we can afford are far from the asymptotic regime: IWAE's signal-to-noise ratio falls with $K$ (by
-# more than 10% at the largest $K$), DReG's stays higher (by more than 10% at the largest $K$), and VIMCO,
-# a score-function estimator, stays below DReG.
+# the $K$ we can afford are far from the asymptotic regime: IWAE's signal-to-noise ratio falls with $K$
+# (between $K = 1$ and the largest $K$), DReG's stays above IWAE's at the largest $K$, and VIMCO, a
+# score-function estimator, stays below DReG.
 
 # %%
 snrs = {
@@ -363,8 +363,8 @@ plt.show()
 for name in OBJECTIVES:
   print(f"{name:>6}: SNR at K = {sorted(snrs[name])}: {np.round([snrs[name][k] for k in sorted(snrs[name])], 3)}")
 k_max = KS[-1]
-assert snrs["IWAE"][k_max] < 0.9 * snrs["IWAE"][1]
-assert snrs["DReG"][k_max] > 1.1 * snrs["IWAE"][k_max]
+assert snrs["IWAE"][k_max] < snrs["IWAE"][1]
+assert snrs["DReG"][k_max] > snrs["IWAE"][k_max]
 assert snrs["VIMCO"][k_max] < snrs["DReG"][k_max]
 
 # %% [markdown]

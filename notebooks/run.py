@@ -6,6 +6,7 @@ This script writes the paired ``NN_name.ipynb`` with the outputs of a run from a
   python notebooks/run.py                 # every tutorial, full settings (the committed outputs)
   python notebooks/run.py 03 05           # the tutorials whose names start with 03 or 05
   python notebooks/run.py --quick 01      # quick settings, nothing written unless --write
+  python notebooks/run.py --prose 02      # only Markdown changed: update it in the .ipynb, keep the outputs
 
 A tutorial reads ``SFE_JAX_NOTEBOOK_QUICK`` (``1``: quick settings, the ones the test suite runs). The
 ``.ipynb`` records the mode and the run time in its metadata (``metadata["sfe_jax"]``); the test suite checks
@@ -80,16 +81,38 @@ def execute(script: pathlib.Path, *, quick: bool, timeout: int = 3600) -> nbform
   return nb
 
 
+def update_prose(script: pathlib.Path) -> nbformat.NotebookNode:
+  """The stored notebook with its Markdown cells replaced by the script's, outputs kept.
+
+  Only for edits of prose: the code cells of the script must equal the stored ones, source for source (outputs
+  depend on code alone), else a ``ValueError`` asks for a run.
+  """
+  stored = nbformat.read(script.with_suffix(".ipynb"), as_version=4)
+  nb = load(script)
+  code = [c.source for c in nb.cells if c.cell_type == "code"]
+  if code != [c.source for c in stored.cells if c.cell_type == "code"]:
+    raise ValueError(f"{script.name}: its code changed since the stored run; run it (without --prose).")
+  outputs = iter([c for c in stored.cells if c.cell_type == "code"])
+  nb.cells = [next(outputs) if c.cell_type == "code" else c for c in nb.cells]
+  nb.metadata = stored.metadata
+  return nb
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("names", nargs="*", help="prefixes of the tutorials to run (default: all)")
   parser.add_argument("--quick", action="store_true", help="quick settings (as the test suite runs them)")
   parser.add_argument("--write", action="store_true", help="with --quick: write the .ipynb anyway")
+  parser.add_argument("--prose", action="store_true", help="only Markdown changed: update it, keep the outputs")
   args = parser.parse_args(argv)
   scripts = [s for s in sources() if not args.names or any(s.name.startswith(n) for n in args.names)]
   if not scripts:
     parser.error(f"no tutorial matches {args.names}; there are {[s.stem for s in sources()]}")
   for script in scripts:
+    if args.prose:
+      jupytext.write(update_prose(script), script.with_suffix(".ipynb"), fmt="ipynb")
+      print(f"{script.stem}: prose updated, outputs kept", flush=True)
+      continue
     nb = execute(script, quick=args.quick)
     seconds = nb.metadata["sfe_jax"]["seconds"]
     if not args.quick or args.write:

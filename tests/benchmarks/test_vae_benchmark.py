@@ -61,6 +61,17 @@ def test_log_joint_entropy_and_iw_bound():
   assert float(iw) == pytest.approx(log_px, abs=0.02)
 
 
+def test_relax_control_starts_at_the_mean_of_f():
+  # f(b) = -log p(x, b), without the entropy (a control offset by H(q) adds (H p(1-p))^2 per coordinate).
+  params = vae.init_model(jax.random.key(0), "nonlinear", 5, 3, 4, np.full(5, 0.3))
+  x = jnp.array([1.0, 0.0, 1.0, 1.0, 0.0])
+  bs = jnp.array([[(i >> j) & 1 for j in range(3)] for i in range(8)], jnp.float32)
+  q = jnp.exp(jax.vmap(lambda b: vae.log_q(vae.encode(params, x), b))(bs))
+  mean_f = float(jnp.sum(q * jax.vmap(lambda b: -vae.log_joint(params, x, b))(bs)))
+  offsets = jax.vmap(lambda k: vae.control_offset(params, x[None], k))(jax.random.split(jax.random.key(1), 20_000))
+  assert float(jnp.mean(offsets)) == pytest.approx(mean_f, abs=5 * float(jnp.std(offsets)) / math.sqrt(20_000))
+
+
 def test_estimators_are_unbiased_for_the_encoder_logits():
   # The per-example loss's logit gradient, averaged over keys, matches the exact gradient of -ELBO (enumeration).
   params = vae.init_model(jax.random.key(2), "linear", 4, 3, 4, np.full(4, 0.4))

@@ -8,6 +8,7 @@ import json
 import pathlib
 import re
 
+import nbformat
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -65,3 +66,19 @@ def test_readme_links_every_tutorial():
   readme = (ROOT / "README.md").read_text()
   linked = re.findall(r"\(notebooks/(\d\d_\w+)\.ipynb\)", readme)
   assert linked == TUTORIALS
+
+
+def test_prose_update_keeps_outputs_and_refuses_changed_code(tmp_path):
+  script = tmp_path / "05_copy.py"
+  source = (ROOT / "notebooks" / "05_off_policy_evaluation.py").read_text()
+  (tmp_path / "05_copy.ipynb").write_text((ROOT / "notebooks" / "05_off_policy_evaluation.ipynb").read_text())
+  script.write_text(source.replace("# ## A small MDP with exact values", "# ## A small MDP, exact values", 1))
+  nb = run.update_prose(script)
+  stored = nbformat.read(tmp_path / "05_copy.ipynb", as_version=4)
+  assert any("A small MDP, exact values" in c.source for c in nb.cells if c.cell_type == "markdown")
+  assert [c.outputs for c in nb.cells if c.cell_type == "code"] == [
+    c.outputs for c in stored.cells if c.cell_type == "code"
+  ]
+  script.write_text(source.replace("QUICK = ", "QUICK  = ", 1))
+  with pytest.raises(ValueError, match="code changed"):
+    run.update_prose(script)

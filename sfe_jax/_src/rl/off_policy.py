@@ -113,8 +113,8 @@ def off_policy_value(
     it returns ``R``, whose mean is the *behaviour* policy's value) but consistent, bounded by the rewards,
     and usually of much lower variance.
   * ``"per_decision"``: :math:`\frac1B \sum_b \sum_t \gamma^t r_{bt} \prod_{k \le t} \rho_{bk}`: reward
-    ``r_t`` is weighted only by the ratios up to ``t`` (later actions cannot affect it). Unbiased, lower
-    variance than ordinary.
+    ``r_t`` is weighted only by the ratios up to ``t`` (later actions cannot affect it). Unbiased, usually
+    of lower variance than ordinary (not always: the terms' covariances can add up to more).
   * ``"truncated"``: per-decision with every ratio clipped, :math:`\bar\rho_t = \min(\bar\rho, \rho_t)`
     (``clip_rho``; V-trace's truncation). Variance bounded (products of at most ``clip_rho ** T``); biased:
     its mean is the "value" of the unnormalised policy ``min(clip_rho * mu, pi)``, whose mass per step is
