@@ -155,7 +155,10 @@ def model_based_objective(
 
   Args:
     policy_fn: ``(params, state) -> distrax distribution`` over one action.
-    dynamics: ``(state, action) -> next state`` (deterministic; differentiable for ``"pathwise"``).
+    dynamics: ``(state, action) -> next state`` (deterministic; differentiable for ``"pathwise"``). A
+      dynamics that stops gradients inside (gymnax environments do, unless built with
+      ``env.with_transition_gradients()``) gives a pathwise gradient that silently drops every effect of an
+      action on later states; the score function does not differentiate the dynamics and is unaffected.
     reward: ``(state, action) -> scalar`` (differentiable for ``"pathwise"``).
     params: the policy's parameters (any pytree).
     init_state: ``s_0``.
