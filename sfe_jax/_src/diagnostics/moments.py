@@ -248,7 +248,8 @@ def gradient_moments(
   check_computation(estimator)
   checks.check_key(key)
   num_repeats = checks.check_static_int(num_repeats, "num_repeats", 2, " to estimate a variance")
-  num_samples = _resolve_num_samples(estimator, dist_builder, params, num_samples)
+  if num_samples is None:  # the estimator's own count (sfe.enumerate(): the support), as the entry points take it
+    num_samples = api.prepare(estimator, f, dist_builder, params, key, None, state, sampler=sampler).num_samples
   if batch_size is not None:
     batch_size = checks.check_static_int(batch_size, "batch_size", 1)
 
@@ -261,15 +262,6 @@ def gradient_moments(
   )
   moments = run(diff, state, key)
   return moments._replace(num_repeats=num_repeats, num_samples=int(num_samples))
-
-
-def _resolve_num_samples(estimator: Any, dist_builder: types.DistBuilder, params: Params, num_samples: Any) -> Any:
-  """``num_samples=None``: the estimator's own count (``sfe.enumerate()``: the support's size), as the
-  entry points resolve it; any other value is checked there."""
-  if num_samples is not None:
-    return num_samples
-  dist = checks.build_distribution(dist_builder, jax.lax.stop_gradient(params), probe=True)
-  return checks.check_num_samples(None, estimator.sample_count(dist), estimator.name)
 
 
 def _moments(
