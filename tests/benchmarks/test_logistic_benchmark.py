@@ -38,17 +38,23 @@ def test_data_and_model():
   np.testing.assert_allclose(x[:, :30].mean(axis=0), 0, atol=1e-5)
   np.testing.assert_allclose(x[:, :30].std(axis=0), 1, atol=1e-4)
   assert np.all(x[:, 30] == 1) and set(np.unique(y)) == {0.0, 1.0}
+
+  @jax.jit
+  def compute(x, y, key):
+    params = logistic.initial_params(31)
+    p = {"mean": jnp.full((31,), 0.5), "log_scale": jnp.full((31,), -1.0)}
+    f = logistic.make_cost(x[:32], y[:32], 569.0)
+    elbo, acc = logistic.evaluate(params, key, x, y, 64)
+    return logistic.kl_to_prior(params), logistic.kl_to_prior(p), f(jnp.zeros(31)), elbo, acc
+
+  kl_prior, kl_p, f_zero, elbo, acc = (float(v) for v in compute(jnp.asarray(x), jnp.asarray(y), jax.random.key(0)))
   # KL: zero at the prior, and the closed form 0.5 (s^2 + m^2 - 1 - log s^2) per dimension.
-  params = logistic.initial_params(31)
-  assert float(logistic.kl_to_prior(params)) == 0.0
-  p = {"mean": jnp.full((31,), 0.5), "log_scale": jnp.full((31,), -1.0)}
-  assert float(logistic.kl_to_prior(p)) == pytest.approx(31 * 0.5 * (math.exp(-2) + 0.25 - 1 + 2), rel=1e-5)
+  assert kl_prior == 0.0
+  assert kl_p == pytest.approx(31 * 0.5 * (math.exp(-2) + 0.25 - 1 + 2), rel=1e-5)
   # f at w = 0: every point has log-likelihood log(1/2).
-  f = logistic.make_cost(jnp.asarray(x[:32]), jnp.asarray(y[:32]), 569.0)
-  assert float(f(jnp.zeros(31))) == pytest.approx(569 * math.log(0.5), rel=1e-6)
+  assert f_zero == pytest.approx(569 * math.log(0.5), rel=1e-6)
   # ELBO at the initial q: E[loglik] - 0 < 569 log(1/2) (Jensen), accuracy in [0, 1].
-  elbo, acc = logistic.evaluate(params, jax.random.key(0), jnp.asarray(x), jnp.asarray(y), 64)
-  assert float(elbo) < 569 * math.log(0.5) and 0 <= float(acc) <= 1
+  assert elbo < 569 * math.log(0.5) and 0 <= acc <= 1
 
 
 def test_estimators_unbiased_against_each_other():

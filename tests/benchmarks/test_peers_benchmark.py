@@ -18,13 +18,18 @@ TINY = peers.PeersConfig(sizes=((3, 64),), repeats=2, warmup=1, min_seconds=0.0)
 
 def test_closed_form_variances_match_monte_carlo():
   params = peers.initial_params(3)
-  z = jax.random.normal(jax.random.key(0), (400_000, 3))
-  x = params["loc"] + params["scale"] * z
-  f = peers.cost(x)[:, None]
-  draws = {
-    "score_function": {"loc": f * z / params["scale"], "scale": f * (z**2 - 1) / params["scale"]},
-    "pathwise": {"loc": 2 * (x - 0.5), "scale": 2 * (x - 0.5) * z},
-  }
+
+  @jax.jit
+  def single_sample_draws(params, key):
+    z = jax.random.normal(key, (400_000, 3))
+    x = params["loc"] + params["scale"] * z
+    f = peers.cost(x)[:, None]
+    return {
+      "score_function": {"loc": f * z / params["scale"], "scale": f * (z**2 - 1) / params["scale"]},
+      "pathwise": {"loc": 2 * (x - 0.5), "scale": 2 * (x - 0.5) * z},
+    }
+
+  draws = single_sample_draws(params, jax.random.key(0))
   exact = peers.exact_gradient(params)
   for estimator, grads in draws.items():
     variance = peers.single_sample_variance(estimator, params)

@@ -43,8 +43,16 @@ TINY = dataclasses.replace(
 def test_rollout_mask_and_returns():
   env, env_params = rl.make_env()
   assert env_params.max_steps_in_episode == 500
-  params = rl.init_params(jax.random.key(0), 8)
-  batch = jax.jit(lambda k: rl.rollout(env, env_params, params["policy"], k, 6, 60))(jax.random.key(1))
+
+  @jax.jit
+  def compute(k0, k1):
+    params = rl.init_params(k0, 8)
+    batch = rl.rollout(env, env_params, params["policy"], k1, 6, 60)
+    returns = rl.episode_returns(batch)
+    discounted = sfe_rl.discounted_returns(batch.rewards, batch.mask, 1.0)
+    return batch, returns, discounted, rl.bootstrap_value(params["critic"], batch)
+
+  batch, returns, discounted, boot = compute(jax.random.key(0), jax.random.key(1))
   mask = np.asarray(batch.mask)
   rewards = np.asarray(batch.rewards)
   terminated = np.asarray(batch.terminated)
@@ -53,7 +61,7 @@ def test_rollout_mask_and_returns():
   lengths = mask.sum(axis=1).astype(int)
   assert np.all(lengths >= 1)
   # CartPole pays 1 per step: the return is the episode length, and every valid reward is 1.
-  np.testing.assert_array_equal(np.asarray(rl.episode_returns(batch)), lengths)
+  np.testing.assert_array_equal(np.asarray(returns), lengths)
   assert np.all(rewards[mask == 1] == 1.0)
   for b, n in enumerate(lengths):
     # The episode terminates at its last valid step (unless the horizon cut it off) and not before.
@@ -62,10 +70,10 @@ def test_rollout_mask_and_returns():
   # A near-uniform random policy drops the pole in ~20 steps: most episodes end before 60.
   assert (lengths < 60).sum() >= 3
   # The discounted return at t = 0 (the library's) with gamma = 1 is the length too.
-  g = np.asarray(sfe_rl.discounted_returns(batch.rewards, batch.mask, 1.0))
+  g = np.asarray(discounted)
   np.testing.assert_allclose(g[:, 0], lengths)
   # Bootstrap only for the episodes cut off by the horizon.
-  boot = np.asarray(rl.bootstrap_value(params["critic"], batch))
+  boot = np.asarray(boot)
   assert np.all(boot[lengths < 60] == 0)
 
 
@@ -192,18 +200,28 @@ def test_overhead_record(tiny_run):
 def test_hand_written_losses_match_the_library():
   # Not only equal to each other: a change in the maths (gamma) must show, else the agreement check is vacuous.
   env, env_params = rl.make_env()
-  params = rl.init_params(jax.random.key(0), 8)
-  batch = rl.rollout(env, env_params, params["policy"], jax.random.key(1), 5, 40)
-  old = rl.log_probs(params["policy"], batch) + 0.3 * jax.random.normal(jax.random.key(2), batch.mask.shape)
-  inputs = {**params, "batch": batch, "old_log_probs": old}
   functions = rl.overhead_functions(TINY)
   other = rl.overhead_functions(dataclasses.replace(TINY, gamma=0.9))
-  key = jax.random.key(3)
-  for name in ("REINFORCE + leave-one-out", "PPO"):
-    ours, hand, off = (
-      jax.tree.leaves(f[n](inputs, key))
-      for f, n in ((functions, name), (functions, f"{name}/hand"), (other, f"{name}/hand"))
-    )
+  names = ("REINFORCE + leave-one-out", "PPO")
+
+  @jax.jit
+  def gradients(keys):
+    params = rl.init_params(keys[0], 8)
+    batch = rl.rollout(env, env_params, params["policy"], keys[1], 5, 40)
+    old = rl.log_probs(params["policy"], batch) + 0.3 * jax.random.normal(keys[2], batch.mask.shape)
+    inputs = {**params, "batch": batch, "old_log_probs": old}
+    return {
+      name: tuple(
+        jax.tree.leaves(f[n](inputs, keys[3]))
+        for f, n in ((functions, name), (functions, f"{name}/hand"), (other, f"{name}/hand"))
+      )
+      for name in names
+    }
+
+  # Compiled as one program: eagerly, each of the many small operations would compile on its own.
+  grads = gradients([jax.random.key(i) for i in range(4)])
+  for name in names:
+    ours, hand, off = grads[name]
     for a, b in zip(ours, hand):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     assert max(float(np.max(np.abs(a - c))) for a, c in zip(ours, off)) > 1e-4

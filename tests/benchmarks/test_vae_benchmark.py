@@ -45,45 +45,65 @@ def test_default_data_is_deterministic_binary_digits():
 
 
 def test_log_joint_entropy_and_iw_bound():
-  params = vae.init_model(jax.random.key(0), "nonlinear", 5, 3, 4, np.full(5, 0.3))
-  x = jnp.array([1.0, 0.0, 1.0, 1.0, 0.0])
-  logits = vae.encode(params, x)
+  x = np.array([1.0, 0.0, 1.0, 1.0, 0.0], np.float32)
   # Exact log p(x) by enumerating the 8 latent configurations.
-  bs = jnp.array([[(i >> j) & 1 for j in range(3)] for i in range(8)], jnp.float32)
-  log_px = float(jax.nn.logsumexp(jax.vmap(lambda b: vae.log_joint(params, x, b))(bs)))
-  q = jnp.exp(jax.vmap(lambda b: vae.log_q(logits, b))(bs))
-  assert float(jnp.sum(q)) == pytest.approx(1.0, abs=1e-5)
-  assert float(vae.entropy(logits)) == pytest.approx(float(-jnp.sum(q * jnp.log(q))), abs=1e-5)
-  elbo = float(jnp.sum(q * jax.vmap(lambda b: vae.log_joint(params, x, b))(bs))) + float(vae.entropy(logits))
+  bs = np.array([[(i >> j) & 1 for j in range(3)] for i in range(8)], np.float32)
+
+  @jax.jit
+  def compute(model_key, bound_key):
+    params = vae.init_model(model_key, "nonlinear", 5, 3, 4, np.full(5, 0.3))
+    logits = vae.encode(params, x)
+    log_joint = jax.vmap(lambda b: vae.log_joint(params, x, b))(bs)
+    q = jnp.exp(jax.vmap(lambda b: vae.log_q(logits, b))(bs))
+    iw, _ = vae.bounds(params, x, bound_key, 4000)
+    out = {"log_px": jax.nn.logsumexp(log_joint), "sum_q": jnp.sum(q), "entropy": vae.entropy(logits)}
+    return {**out, "q_entropy": -jnp.sum(q * jnp.log(q)), "q_log_joint": jnp.sum(q * log_joint), "iw": iw}
+
+  out = {k: float(v) for k, v in compute(jax.random.key(0), jax.random.key(1)).items()}
+  log_px = out["log_px"]
+  assert out["sum_q"] == pytest.approx(1.0, abs=1e-5)
+  assert out["entropy"] == pytest.approx(out["q_entropy"], abs=1e-5)
+  elbo = out["q_log_joint"] + out["entropy"]
   assert elbo <= log_px + 1e-5
-  iw, _ = vae.bounds(params, x, jax.random.key(1), 4000)
   # One draw of the IW bound is random (a lower bound only in expectation); with 4000 samples it is near log p(x).
-  assert float(iw) == pytest.approx(log_px, abs=0.02)
+  assert out["iw"] == pytest.approx(log_px, abs=0.02)
 
 
 def test_relax_control_starts_at_the_mean_of_f():
   # f(b) = -log p(x, b), without the entropy (a control offset by H(q) adds (H p(1-p))^2 per coordinate).
-  params = vae.init_model(jax.random.key(0), "nonlinear", 5, 3, 4, np.full(5, 0.3))
-  x = jnp.array([1.0, 0.0, 1.0, 1.0, 0.0])
-  bs = jnp.array([[(i >> j) & 1 for j in range(3)] for i in range(8)], jnp.float32)
-  q = jnp.exp(jax.vmap(lambda b: vae.log_q(vae.encode(params, x), b))(bs))
-  mean_f = float(jnp.sum(q * jax.vmap(lambda b: -vae.log_joint(params, x, b))(bs)))
-  offsets = jax.vmap(lambda k: vae.control_offset(params, x[None], k))(jax.random.split(jax.random.key(1), 20_000))
-  assert float(jnp.mean(offsets)) == pytest.approx(mean_f, abs=5 * float(jnp.std(offsets)) / math.sqrt(20_000))
+  x = np.array([1.0, 0.0, 1.0, 1.0, 0.0], np.float32)
+  bs = np.array([[(i >> j) & 1 for j in range(3)] for i in range(8)], np.float32)
+
+  @jax.jit
+  def compute(model_key, key):
+    params = vae.init_model(model_key, "nonlinear", 5, 3, 4, np.full(5, 0.3))
+    q = jnp.exp(jax.vmap(lambda b: vae.log_q(vae.encode(params, x), b))(bs))
+    mean_f = jnp.sum(q * jax.vmap(lambda b: -vae.log_joint(params, x, b))(bs))
+    offsets = jax.vmap(lambda k: vae.control_offset(params, x[None], k))(jax.random.split(key, 20_000))
+    return mean_f, jnp.mean(offsets), jnp.std(offsets)
+
+  mean_f, mean, std = (float(v) for v in compute(jax.random.key(0), jax.random.key(1)))
+  assert mean == pytest.approx(mean_f, abs=5 * std / math.sqrt(20_000))
 
 
 def test_estimators_are_unbiased_for_the_encoder_logits():
   # The per-example loss's logit gradient, averaged over keys, matches the exact gradient of -ELBO (enumeration).
-  params = vae.init_model(jax.random.key(2), "linear", 4, 3, 4, np.full(4, 0.4))
   x = jnp.array([1.0, 0.0, 0.0, 1.0])
-  logits = vae.encode(params, x) + jnp.array([0.5, -1.0, 0.3])
-  bs = jnp.array([[(i >> j) & 1 for j in range(3)] for i in range(8)], jnp.float32)
+  bs = np.array([[(i >> j) & 1 for j in range(3)] for i in range(8)], np.float32)
 
-  def neg_elbo(l):
-    q = jnp.exp(jax.vmap(lambda b: vae.log_q(l, b))(bs))
-    return -(jnp.sum(q * jax.vmap(lambda b: vae.log_joint(params, x, b))(bs)) + vae.entropy(l))
+  @jax.jit
+  def model_and_exact(key):
+    params = vae.init_model(key, "linear", 4, 3, 4, np.full(4, 0.4))
+    logits = vae.encode(params, x) + jnp.array([0.5, -1.0, 0.3])
 
-  exact = np.asarray(jax.grad(neg_elbo)(logits))
+    def neg_elbo(l):
+      q = jnp.exp(jax.vmap(lambda b: vae.log_q(l, b))(bs))
+      return -(jnp.sum(q * jax.vmap(lambda b: vae.log_joint(params, x, b))(bs)) + vae.entropy(l))
+
+    return params, logits, jax.grad(neg_elbo)(logits)
+
+  params, logits, exact = model_and_exact(jax.random.key(2))
+  exact = np.asarray(exact)
   for label in ("LOO", "DisARM", "RELAX"):
     state = None
     if label == "RELAX":

@@ -227,8 +227,9 @@ def test_variance_suite_end_to_end(tiny_variance_run):
 
 def test_timed_seconds_exclude_the_compilation(tiny_variance_run):
   # The SF cell measured a second time in the same process (the first is the end-to-end run's): each time the
-  # function is compiled first and the compilation timed apart, so the second timed figure is not much faster
-  # than the first, and both are far below the compile time of this tiny configuration.
+  # function is compiled first and the compilation timed apart, so both timed figures are far below the compile
+  # time of this tiny configuration, and the first is not the second plus a compilation. (A ratio of the two
+  # millisecond figures is not checked: it swings by 5x on a loaded machine.)
   _, result, _ = tiny_variance_run
   first = [r for r in result["records"] if r["estimator"] == "SF"]
   measure = dict(gaussian.cells(TINY_VARIANCE))[gaussian.cell_id(TINY_VARIANCE.problems[0], "SF", TINY_VARIANCE)]
@@ -241,7 +242,7 @@ def test_timed_seconds_exclude_the_compilation(tiny_variance_run):
       assert timing.TIMED_MIN_CALLS <= r["timed_calls"] <= timing.TIMED_MAX_CALLS
       assert r["seconds_per_estimate"] == pytest.approx(r["seconds"] / r["num_repeats"])
       assert r["work_normalised_variance"] == pytest.approx(r["variance"] * r["seconds_per_estimate"])
-  assert 1 / 3 < first[0]["seconds"] / second[0]["seconds"] < 3
+  assert first[0]["seconds"] < second[0]["seconds"] + first[0]["compile_seconds"] / 2
   assert [r["variance"] for r in first] == [r["variance"] for r in second]  # the same key, the same numbers
 
 

@@ -53,7 +53,7 @@ def cost(family, k):
 
 def exact_hessian(family, k, theta):
   with jax.enable_x64(True):
-    return np.asarray(jax.hessian(closed_form(family, k))(jnp.asarray(theta, jnp.float64)))
+    return np.asarray(jax.jit(jax.hessian(closed_form(family, k)))(jnp.asarray(theta, jnp.float64)))
 
 
 def test_closed_form_hessians_match_the_reference_table():
@@ -186,7 +186,7 @@ def test_enumerate_hessian_matches_an_independent_enumeration(problem):
     log_p = jax.vmap(lambda x: jnp.sum(build(t).log_prob(x)))(jnp.asarray(support))
     return jnp.sum(jnp.exp(log_p) * jax.vmap(f)(jnp.asarray(support)))
 
-  independent = np.asarray(jax.hessian(exact)(theta)).reshape(theta.size, theta.size)
+  independent = np.asarray(jax.jit(jax.hessian(exact))(theta)).reshape(theta.size, theta.size)
   np.testing.assert_allclose(_enumerated_hessian(problem, theta), independent, rtol=1e-5, atol=1e-6)
 
 
@@ -232,7 +232,7 @@ def test_iwae_hessian_unbiased_against_quadrature():
     return jnp.sum(w[:, None] * w[None, :] * lse)
 
   with jax.enable_x64(True):
-    exact = np.asarray(jax.hessian(bound)(jnp.asarray(theta, jnp.float64))).reshape(-1)
+    exact = np.asarray(jax.jit(jax.hessian(bound))(jnp.asarray(theta, jnp.float64))).reshape(-1)
 
   def one(key):
     surrogate = lambda t: sfe.objectives.surrogate(sfe.objectives.iwae(), log_joint, build, t, key, num_samples=2)[0]
@@ -303,7 +303,7 @@ def test_first_order_objectives_refuse_a_second_derivative(name):
   log_joint = lambda z: -0.5 * jnp.sum(z**2)
   surrogate = lambda t: sfe.objectives.surrogate(objective, log_joint, normal, t, KEY, num_samples=4)[0]
   with pytest.raises(sfe.HigherOrderError, match=rf"sfe\.objectives\.{name}\(\).*first-order"):
-    jax.hessian(surrogate)(jnp.array([0.3, 0.8]))
+    jax.jit(jax.hessian(surrogate))(jnp.array([0.3, 0.8]))  # raised while tracing
 
 
 # Mixed derivatives: f(x; w) with E = F(theta, w); d/dw of the theta-gradient estimate, in both orders.

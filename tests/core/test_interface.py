@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import sfe_jax as sfe
-from tests.helpers import assert_mean, smallest_num_samples
+from tests.helpers import assert_mean, repeated_estimates, smallest_num_samples
 
 KEY = jax.random.key(0)
 
@@ -80,11 +80,12 @@ def test_f_sees_the_distributions_own_encoding(est_name, dist_name):
 
   n = smallest_num_samples(est, build, theta, at_least=2)
   reason = _refused_reason(est_name, dist_name)
+  traced = lambda: jax.eval_shape(lambda t: sfe.value_and_grad(est, f, build, t, KEY, num_samples=n)[:2], theta)
   if reason is not None:
     with pytest.raises(TypeError, match=reason):
-      sfe.value_and_grad(est, f, build, theta, KEY, num_samples=n)
+      traced()
     return
-  jax.eval_shape(lambda t: sfe.value_and_grad(est, f, build, t, KEY, num_samples=n)[:2], theta)
+  traced()
   assert seen and all(s == (tuple(own.shape), own.dtype) for s in seen), (seen, own)
 
 
@@ -119,11 +120,10 @@ def test_diagnostics_report_an_objectives_value_as_the_bound():
   )
   assert report.value_name.startswith("an estimate of the K-sample importance-weighted bound")
   assert report.estimator_name == "sfe.objectives.iwae()"
-  values, _ = sfe.diagnostics.repeated_estimates(
-    sfe.objectives.iwae(), LOG_JOINT, Q, Q_PARAMS, KEY, num_samples=4, num_repeats=500
-  )
+  values, _ = repeated_estimates(sfe.objectives.iwae(), LOG_JOINT, Q, Q_PARAMS, KEY, num_samples=4, num_repeats=500)
   # The value is the mean of the bounds L_4, not of the log-joint (which is far lower).
-  mean_log_joint = float(jnp.mean(jax.vmap(LOG_JOINT)(Q(Q_PARAMS).sample(seed=KEY, sample_shape=(4000,)))))
+  log_joint_mean = lambda k: jnp.mean(jax.vmap(LOG_JOINT)(Q(Q_PARAMS).sample(seed=k, sample_shape=(4000,))))
+  mean_log_joint = float(jax.jit(log_joint_mean)(KEY))
   assert float(report.moments.value_mean) > mean_log_joint + 0.5
   assert_mean(np.asarray(values), float(report.moments.value_mean), what="bound", num_se=6)
   plain = sfe.diagnostics.evaluate(
@@ -174,8 +174,11 @@ def test_num_samples_is_checked_in_one_place(est, build, n, error, pattern):
 
 def test_enumerate_counts_the_support():
   f = lambda b: jnp.sum(b * jnp.array([1.0, 2.0, 3.0]))
-  default = sfe.value_and_grad(sfe.enumerate(), f, BITS3, jnp.zeros(3), KEY)
-  explicit = sfe.value_and_grad(sfe.enumerate(), f, BITS3, jnp.zeros(3), KEY, num_samples=8)
+
+  def run(**kwargs):
+    return jax.jit(lambda t: sfe.value_and_grad(sfe.enumerate(), f, BITS3, t, KEY, **kwargs)[:2])(jnp.zeros(3))
+
+  default, explicit = run(), run(num_samples=8)
   np.testing.assert_allclose(default[0], 3.0, rtol=1e-6)
   np.testing.assert_allclose(explicit[1], default[1])
 
@@ -223,7 +226,8 @@ def test_an_error_inside_f_says_what_f_was_called_with():
 def test_estimators_pass_through_jit_as_static_or_ordinary_arguments():
   est = sfe.score_function(sfe.baselines.leave_one_out())
   f = lambda x: jnp.sum((x - 0.5) ** 2)
-  expected = sfe.value_and_grad(est, f, BUILD, PARAMS, KEY, num_samples=16)
+  closed_over = lambda p, k: sfe.value_and_grad(est, f, BUILD, p, k, num_samples=16)
+  expected = jax.jit(closed_over)(PARAMS, KEY)
   ordinary = jax.jit(sfe.value_and_grad, static_argnums=(1, 2), static_argnames="num_samples")(
     est, f, BUILD, PARAMS, KEY, num_samples=16
   )
@@ -242,7 +246,7 @@ def test_measure_valued_on_one_hot_categorical_is_unbiased():
   theta = jnp.array([[0.3, -0.5, 1.0], [0.0, 0.2, -0.1]])
   table = jnp.array([[1.0, -2.0, 0.5], [0.3, 2.0, -1.0]])
   f = lambda x: jnp.sum(table * x) + x[0, 0] * x[1, 2]
-  exact = sfe.value_and_grad(sfe.enumerate(), f, build, theta, KEY)[1]
+  exact = jax.jit(lambda t: sfe.value_and_grad(sfe.enumerate(), f, build, t, KEY)[1])(theta)
   one = lambda k: sfe.value_and_grad(sfe.measure_valued(), f, build, theta, k, num_samples=6)[1]
   grads = jax.jit(jax.vmap(one))(jax.random.split(KEY, 4000))
   assert_mean(np.asarray(grads).reshape(4000, -1), np.asarray(exact).reshape(-1), what="MVD one-hot gradient")

@@ -26,6 +26,7 @@ SCRIPT = textwrap.dedent(
   from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
   import sfe_jax as sfe
 
+  jax.config.update("jax_disable_most_optimizations", True)  # as tests/conftest.py: compile quickly
   assert jax.device_count() == 4, jax.devices()
   mesh = Mesh(np.array(jax.devices()), ("samples",))
   sharding = NamedSharding(mesh, P("samples"))

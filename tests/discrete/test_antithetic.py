@@ -164,7 +164,7 @@ def test_three_bit_shared_logit():
   f = lambda b: jnp.sum((b - P0_3.astype(np.float32)) ** 2)
   build = lambda phi: distrax.Bernoulli(logits=jnp.full(3, phi))
   phi = jnp.float32(0.0)
-  exact_value, exact_grad, _ = sfe.value_and_grad(sfe.enumerate(), f, build, phi, KEY)
+  exact_value, exact_grad, _ = jax.jit(lambda p: sfe.value_and_grad(sfe.enumerate(), f, build, p, KEY))(phi)
   np.testing.assert_allclose(exact_grad, -0.0450, atol=5e-7)
   np.testing.assert_allclose(exact_value, np.sum(0.5 * (1 - 2 * P0_3) + P0_3**2), rtol=1e-6)
   r = 40_000
@@ -201,7 +201,7 @@ R_CAT = 20_000
 @pytest.mark.parametrize("kind", list(CAT_PROBLEMS))
 def test_categorical_stick_breaking_unbiased_and_disarm_beats_arm(kind):
   build, f = CAT_PROBLEMS[kind]
-  exact_value, exact_grad, _ = sfe.value_and_grad(sfe.enumerate(), f, build, CAT_LOGITS, KEY)
+  exact_value, exact_grad, _ = jax.jit(lambda p: sfe.value_and_grad(sfe.enumerate(), f, build, p, KEY))(CAT_LOGITS)
   run = jax.jit(
     lambda est: sfe.diagnostics.repeated_estimates(
       est, f, build, CAT_LOGITS, jax.random.key(4), num_samples=2, num_repeats=R_CAT
@@ -255,7 +255,7 @@ def test_categorical_and_one_hot_see_the_same_pairs():
 
 
 def test_uniform_grid_is_symmetric_and_antithetic_bits_are_exact():
-  u, logit_u = antithetic._uniform_and_logit(KEY, (100_000,), jnp.float32)
+  u, logit_u = jax.jit(antithetic._uniform_and_logit, static_argnums=(1, 2))(KEY, (100_000,), jnp.float32)
   u, logit_u = np.asarray(u, np.float64), np.asarray(logit_u)
   k = u * 2**23 - 0.5  # u = (k + 1/2) / 2^23 with integer k in [0, 2^23)
   np.testing.assert_array_equal(k, np.round(k))
@@ -264,7 +264,8 @@ def test_uniform_grid_is_symmetric_and_antithetic_bits_are_exact():
   one_minus = jnp.asarray(1.0 - u, jnp.float32)
   np.testing.assert_array_equal(np.asarray(jnp.log(one_minus) - jnp.log(1.0 - one_minus)), -logit_u)
   assert np.all(np.isfinite(logit_u))
-  b, b_tilde, _ = antithetic._pair_gradients("disarm", jnp.array([-50.0, -1.0, 0.0, 2.0, 50.0]), KEY, 1000)
+  pair_gradients = jax.jit(antithetic._pair_gradients, static_argnums=(0, 3))
+  b, b_tilde, _ = pair_gradients("disarm", jnp.array([-50.0, -1.0, 0.0, 2.0, 50.0]), KEY, 1000)
   b, b_tilde = np.asarray(b), np.asarray(b_tilde)
   np.testing.assert_array_equal(b[:, 2] + b_tilde[:, 2], 1.0)  # p = 1/2: always opposite
   np.testing.assert_array_equal(b[:, [0, 4]], np.broadcast_to([0.0, 1.0], (1000, 2)))
@@ -274,14 +275,16 @@ def test_uniform_grid_is_symmetric_and_antithetic_bits_are_exact():
 
 def test_float64_logits_use_a_float64_grid():
   with jax.enable_x64(True):
-    u, logit_u = antithetic._uniform_and_logit(KEY, (10_000,), jnp.float64)
+    u, logit_u = jax.jit(antithetic._uniform_and_logit, static_argnums=(1, 2))(KEY, (10_000,), jnp.float64)
     k = np.asarray(u) * 2.0**52 - 0.5
     np.testing.assert_array_equal(k, np.round(k))
     assert logit_u.dtype == jnp.float64 and np.all(np.isfinite(logit_u)) and k.max() < 2**52
     logits = jnp.array([0.3, 0.0], jnp.float64)
-    value, grads, _ = sfe.value_and_grad(
-      sfe.disarm(), lambda b: 2.0 * b[1], lambda p: distrax.Bernoulli(logits=p), logits, KEY, num_samples=2
-    )
+    value, grads, _ = jax.jit(
+      lambda p: sfe.value_and_grad(
+        sfe.disarm(), lambda b: 2.0 * b[1], lambda p: distrax.Bernoulli(logits=p), p, KEY, num_samples=2
+      )
+    )(logits)
     assert grads.dtype == jnp.float64 and value.dtype == jnp.float64
     # p = 1/2 for bit 1: b~ = 1 - b, so the estimate (1/2) * 2 * 1 * sigmoid(0) is exactly the gradient.
     assert grads[1] == 0.5
@@ -315,7 +318,7 @@ def test_bernoulli_encoding_cost_and_value():
       calls.append((x.shape, x.dtype))
       return jnp.sum(x * jnp.arange(6.0).reshape(2, 3))
 
-    value, grads, _ = sfe.value_and_grad(sfe.disarm(), f, build, logits, KEY, num_samples=6)
+    value, grads, _ = jax.jit(lambda p: sfe.value_and_grad(sfe.disarm(), f, build, p, KEY, num_samples=6))(logits)
     assert calls[-1] == ((2, 3), dtype) and grads.shape == (2, 3)
   counted = []
   f_host = lambda x: jax.pure_callback(
@@ -324,7 +327,11 @@ def test_bernoulli_encoding_cost_and_value():
     x,
     vmap_method="sequential",
   )
-  sfe.value_and_grad(sfe.arm(), f_host, lambda p: distrax.Bernoulli(logits=p), logits, KEY, num_samples=10)
+  jax.block_until_ready(
+    jax.jit(
+      lambda p: sfe.value_and_grad(sfe.arm(), f_host, lambda p: distrax.Bernoulli(logits=p), p, KEY, num_samples=10)
+    )(logits)
+  )
   assert len(counted) == 10
 
 
@@ -336,7 +343,7 @@ def test_pairs_average_and_what_f_closes_over():
   w_true = jnp.float32(1.5)
   f_of = lambda w: lambda b: w * jnp.sin(jnp.sum(b * jnp.array([1.0, 2.0, 0.5])))
   surrogate = lambda p, w: sfe.expectation(sfe.disarm(), f_of(w), build, p, KEY, num_samples=8)[0]
-  value, (g_p, g_w) = jax.value_and_grad(surrogate, argnums=(0, 1))(logits, w_true)
+  value, (g_p, g_w) = jax.jit(jax.value_and_grad(surrogate, argnums=(0, 1)))(logits, w_true)
   np.testing.assert_allclose(g_w, value / w_true, rtol=1e-5)
   assert g_p.shape == (3,) and np.all(np.isfinite(g_p))
 

@@ -7,6 +7,7 @@ enumeration within standard errors. For every discrete estimator, biased ones in
 refused with an error that names the estimator.
 """
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -125,8 +126,11 @@ def _value_and_grads(est, problem, num_samples):
   return one
 
 
-def _exact(problem):
-  return _value_and_grads(sfe.enumerate(), problem, None)(KEY)
+@functools.cache
+def _exact(problem_name):
+  """(value, (d/dparams, d/dw)) from enumeration, compiled once per problem of PROBLEMS and reused by every test."""
+  problem = next(p for p in PROBLEMS if p.name == problem_name)
+  return jax.jit(_value_and_grads(sfe.enumerate(), problem, None))(KEY)
 
 
 def _default_problems(name):
@@ -144,7 +148,7 @@ UNBIASED_CASES = [
 @pytest.mark.parametrize("name, problem", UNBIASED_CASES)
 def test_unbiased_against_enumeration(name, problem):
   est = ESTIMATORS[name][0]()
-  exact_value, (exact_grads, exact_dw) = _exact(problem)
+  exact_value, (exact_grads, exact_dw) = _exact(problem.name)
   one = _value_and_grads(est, problem, _num_samples(est, problem))
   values, (grads, dws) = jax.jit(jax.vmap(one))(jax.random.split(KEY, R))
   assert jax.tree.structure(grads) == jax.tree.structure(problem.params)
@@ -252,6 +256,15 @@ _MASKED = {
 _MASKED_ESTIMATORS = dict(
   ESTIMATORS, **{"sf-optimal": (lambda: sfe.score_function(sfe.baselines.optimal()), True, False)}
 )
+
+
+@functools.cache
+def _masked_exact(problem_name):
+  """(value, gradients, state) from enumeration with the infinite logits of _MASKED, compiled once per problem."""
+  problem = next(p for p in PROBLEMS if p.name == problem_name)
+  return jax.jit(lambda p: sfe.value_and_grad(sfe.enumerate(), problem.f, problem.build, p, KEY))(_MASKED[problem_name])
+
+
 MASKED_CASES = [
   pytest.param(
     n,
@@ -270,7 +283,7 @@ def test_infinite_logits_give_the_exact_value_and_gradient(name, problem):
   ctor, unbiased, _ = _MASKED_ESTIMATORS[name]
   est = ctor()
   logits = problem.params["logits"]
-  exact_value, exact_grads, _ = sfe.value_and_grad(sfe.enumerate(), problem.f, problem.build, problem.params, KEY)
+  exact_value, exact_grads, _ = _masked_exact(problem.name)
   n = None if name == "enumerate" else _num_samples(est, problem._replace(params={"logits": jnp.zeros_like(logits)}))
   run = jax.jit(jax.vmap(lambda k: sfe.value_and_grad(est, problem.f, problem.build, problem.params, k, num_samples=n)))
   values, grads, states = run(jax.random.split(KEY, 2000))

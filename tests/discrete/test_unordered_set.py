@@ -199,10 +199,15 @@ def test_joint_log_probs_and_decode_match_enumeration(kind):
   else:
     dist = distrax.OneHotCategorical(logits=jnp.asarray(rng.normal(size=(3,)), jnp.float32))
   view = discrete.discrete_view(dist, who="test")
-  points = discrete.support(view)
-  expected = jax.vmap(lambda x: discrete.log_prob(view, x))(points)
-  np.testing.assert_allclose(us.joint_log_probs(view), expected, rtol=1e-6, atol=1e-6)
-  decoded = us.decode(view, jnp.arange(points.shape[0]))
+
+  @jax.jit
+  def run():
+    points = discrete.support(view)
+    expected = jax.vmap(lambda x: discrete.log_prob(view, x))(points)
+    return points, expected, us.joint_log_probs(view), us.decode(view, jnp.arange(points.shape[0]))
+
+  points, expected, joint, decoded = run()
+  np.testing.assert_allclose(joint, expected, rtol=1e-6, atol=1e-6)
   assert decoded.dtype == points.dtype
   np.testing.assert_array_equal(decoded, points)
 
@@ -257,7 +262,7 @@ PROBLEMS = {"categorical-6": _categorical_problem, "bernoulli-3": _bernoulli_pro
 @pytest.mark.parametrize("problem", list(PROBLEMS))
 def test_unbiased_with_the_exact_variance(problem, k):
   build, params, f, log_p, f_table, scores = PROBLEMS[problem]()
-  exact_value, exact_grads, _ = sfe.value_and_grad(sfe.enumerate(), f, build, params, KEY)
+  exact_value, exact_grads, _ = jax.jit(lambda p: sfe.value_and_grad(sfe.enumerate(), f, build, p, KEY))(params)
   total, mean_v, var_v, mean_g, var_g = bf_moments(log_p, f_table, scores, k)
   np.testing.assert_allclose(total, 1.0, rtol=1e-12)
   np.testing.assert_allclose(mean_g, exact_grads["logits"], rtol=1e-5, atol=1e-7)  # the formula is unbiased
@@ -279,7 +284,7 @@ def test_exact_with_zero_variance_when_the_set_is_the_support(problem):
     surrogate = lambda p, w: sfe.expectation(est, lambda x: w * f(x), build, p, key, num_samples=n)[0]
     return jax.value_and_grad(surrogate, argnums=(0, 1))(params, jnp.float32(1.5))
 
-  exact_value, (exact_grads, exact_dw) = both(sfe.enumerate(), KEY, None)
+  exact_value, (exact_grads, exact_dw) = jax.jit(lambda key: both(sfe.enumerate(), key, None))(KEY)
   values, (grads, dws) = jax.jit(jax.vmap(lambda key: both(sfe.unordered_set(), key, size)))(jax.random.split(KEY, 16))
   np.testing.assert_allclose(values, np.full(16, exact_value), rtol=1e-5)
   expected = np.broadcast_to(exact_grads["logits"], grads["logits"].shape)
@@ -294,7 +299,7 @@ def test_exact_at_the_largest_set_size():
   build = lambda p: distrax.Categorical(logits=p["logits"])
   table = jnp.arange(k, dtype=jnp.float32) ** 0.5
   f = lambda c: table[c]
-  exact_value, exact_grads, _ = sfe.value_and_grad(sfe.enumerate(), f, build, params, KEY)
+  exact_value, exact_grads, _ = jax.jit(lambda p: sfe.value_and_grad(sfe.enumerate(), f, build, p, KEY))(params)
   value, grads, _ = jax.jit(lambda p: sfe.value_and_grad(sfe.unordered_set(), f, build, p, KEY, num_samples=k))(params)
   np.testing.assert_allclose(value, exact_value, rtol=1e-5)
   np.testing.assert_allclose(grads["logits"], exact_grads["logits"], rtol=1e-3, atol=1e-6)

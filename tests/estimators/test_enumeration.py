@@ -17,10 +17,15 @@ def _exact(f, build, params, **kw):
   return sfe.value_and_grad(sfe.enumerate(**kw), f, build, params, KEY)
 
 
+def _exact_jit(f, build, params, **kw):
+  """``_exact``, compiled: run eagerly, each of its operations would be compiled on its own."""
+  return jax.jit(lambda p: _exact(f, build, p, **kw))(params)
+
+
 @pytest.mark.parametrize("p0, phi", [(0.49, -2.0), (0.45, 0.0), (0.499, 1.3)])
 def test_bernoulli_toy_closed_form(p0, phi):
   # E[(b - p0)^2] = p(1 - 2 p0) + p0^2, with gradient (1 - 2 p0) p (1 - p) in the logit.
-  value, grads, _ = _exact(lambda b: (b - p0) ** 2, lambda t: distrax.Bernoulli(logits=t), jnp.float32(phi))
+  value, grads, _ = _exact_jit(lambda b: (b - p0) ** 2, lambda t: distrax.Bernoulli(logits=t), jnp.float32(phi))
   p = 1 / (1 + np.exp(-phi))
   np.testing.assert_allclose(value, p * (1 - 2 * p0) + p0**2, rtol=1e-6)
   np.testing.assert_allclose(grads, (1 - 2 * p0) * p * (1 - p), rtol=1e-5)
@@ -28,7 +33,7 @@ def test_bernoulli_toy_closed_form(p0, phi):
 
 def test_kool_three_bit_toy():
   p0 = jnp.array([0.6, 0.51, 0.48])
-  _, grads, _ = _exact(
+  _, grads, _ = _exact_jit(
     lambda b: jnp.sum((b - p0) ** 2), lambda t: distrax.Bernoulli(logits=jnp.full(3, t)), jnp.float32(0.0)
   )
   np.testing.assert_allclose(grads, -0.0450, atol=5e-7)
@@ -55,8 +60,13 @@ def test_matches_an_independent_enumeration(kind):
       build = lambda p: distrax.OneHotCategorical(logits=p["logits"])
       points = np.asarray(jax.nn.one_hot(categorical_support((2,), 3), 3, dtype=jnp.int32))
       f = lambda x: jnp.einsum("i,ij,j->", x[0].astype(jnp.float32), table, x[1].astype(jnp.float32))
-  value, grads, state = _exact(f, build, params)
-  exact_value, exact_grads = jax.value_and_grad(enumerate_expectation, argnums=2)(f, build, params, points)
+
+  @jax.jit
+  def run(params):
+    reference = jax.value_and_grad(lambda p: enumerate_expectation(f, build, p, points))(params)
+    return _exact(f, build, params), reference
+
+  (value, grads, state), (exact_value, exact_grads) = run(params)
   np.testing.assert_allclose(value, exact_value, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(flat1(grads), flat1(exact_grads), rtol=1e-4, atol=1e-6)
   assert state == sfe.EmptyState()
@@ -68,8 +78,9 @@ def test_exact_for_what_f_closes_over_and_higher_derivatives():
   surrogate = lambda t, w: sfe.expectation(sfe.enumerate(), lambda b: w * b, build, t, KEY)[0]
   t, w = jnp.float32(0.7), jnp.float32(2.0)
   s = 1 / (1 + np.exp(-0.7))
-  np.testing.assert_allclose(jax.grad(surrogate, argnums=1)(t, w), s, rtol=1e-6)
-  np.testing.assert_allclose(jax.grad(jax.grad(surrogate))(t, w), 2.0 * s * (1 - s) * (1 - 2 * s), rtol=1e-5)
+  d_dw, d2_dt2 = jax.jit(lambda t, w: (jax.grad(surrogate, argnums=1)(t, w), jax.grad(jax.grad(surrogate))(t, w)))(t, w)
+  np.testing.assert_allclose(d_dw, s, rtol=1e-6)
+  np.testing.assert_allclose(d2_dt2, 2.0 * s * (1 - s) * (1 - 2 * s), rtol=1e-5)
 
 
 def test_support_enumerates_every_value_once():
@@ -81,7 +92,7 @@ def test_support_enumerates_every_value_once():
 
 def test_extreme_logits_are_finite():
   build = lambda t: distrax.Bernoulli(logits=t)
-  value, grads, _ = _exact(lambda b: jnp.sum(b * jnp.arange(3.0)), build, jnp.array([50.0, -50.0, 0.0]))
+  value, grads, _ = _exact_jit(lambda b: jnp.sum(b * jnp.arange(3.0)), build, jnp.array([50.0, -50.0, 0.0]))
   assert np.all(np.isfinite(value)) and np.all(np.isfinite(grads))
 
 

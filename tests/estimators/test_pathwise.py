@@ -72,7 +72,7 @@ def test_multivariate_normal_tri_quadratic():
   a = jnp.array([[2.0, 0.3], [0.3, 1.0]])
   params = {"loc": jnp.array([0.5, -1.0]), "tril": jnp.array([[1.0, 0.0], [0.4, 0.7]])}
   closed = lambda p: p["loc"] @ a @ p["loc"] + jnp.trace(a @ p["tril"] @ p["tril"].T)
-  exact = jax.grad(closed)(params)
+  exact = jax.jit(jax.grad(closed))(params)
   build = lambda p: distrax.MultivariateNormalTri(p["loc"], p["tril"])
   _, grads = repeated_estimates(sfe.pathwise(), lambda x: x @ a @ x, build, params, KEY, num_samples=1, num_repeats=R)
   assert_mean(np.asarray(grads["loc"]), np.asarray(exact["loc"]), what="MVN-Tri loc")
@@ -87,7 +87,9 @@ def test_multivariate_normal_tri_quadratic():
 
 def test_transformed_distribution_is_reparameterizable():
   build = lambda p: distrax.Transformed(distrax.Normal(p["loc"], 1.0), distrax.Block(distrax.Tanh(), 0))
-  value, grads, _ = sfe.value_and_grad(sfe.pathwise(), jnp.sum, build, {"loc": jnp.zeros(2)}, KEY, num_samples=16)
+  value, grads, _ = jax.jit(lambda p: sfe.value_and_grad(sfe.pathwise(), jnp.sum, build, p, KEY, num_samples=16))(
+    {"loc": jnp.zeros(2)}
+  )
   assert grads["loc"].shape == (2,) and np.all(np.isfinite(grads["loc"]))
 
 
@@ -124,8 +126,9 @@ def test_unknown_distribution_needs_registration():
   with pytest.raises(TypeError, match="register_reparameterizable"):
     sfe.value_and_grad(sfe.pathwise(), jnp.sum, build, params, KEY, num_samples=4)
   sfe.register_reparameterizable(Shifted)
-  _, grads, _ = sfe.value_and_grad(sfe.pathwise(), jnp.sum, build, params, KEY, num_samples=4)
+  run = jax.jit(lambda est, p: sfe.value_and_grad(est, jnp.sum, build, p, KEY, num_samples=4), static_argnums=0)
+  _, grads, _ = run(sfe.pathwise(), params)
   np.testing.assert_allclose(grads["loc"], np.ones(2))
   # The score function needs nothing but sample and log_prob.
-  _, grads, _ = sfe.value_and_grad(sfe.score_function(), jnp.sum, build, params, KEY, num_samples=4)
+  _, grads, _ = run(sfe.score_function(), params)
   assert grads["loc"].shape == (2,)

@@ -6,6 +6,8 @@ k = 0.7, order (mu, sigma)), and the iterated prisoner's dilemma with memory-one
 exact gradient and Hessian come from jax). Tolerances are standard errors (helpers.assert_mean).
 """
 
+import functools
+
 import distrax
 import jax
 import jax.numpy as jnp
@@ -48,10 +50,11 @@ TABLE_HESSIANS = {
 }
 
 
+@functools.cache
 def _exact(name):
-  """Exact (F, gradient, Hessian) at THETA, by differentiating the closed form."""
+  """Exact (F, gradient, Hessian) at THETA, by differentiating the closed form (compiled once per cost)."""
   f = lambda t: _closed_form_value(name, t)
-  return f(THETA), jax.grad(f)(THETA), jax.hessian(f)(THETA)
+  return jax.jit(lambda t: (f(t), jax.grad(f)(t), jax.hessian(f)(t)))(THETA)
 
 
 @pytest.mark.parametrize("name", sorted(COSTS))
@@ -205,17 +208,23 @@ def ipd_estimates(theta, key, batch, use_baseline, order):
   return jax.jit(jax.vmap(one))(states, a1, a2)
 
 
+@jax.jit
+def ipd_exact(theta):
+  """Compiled: ((value, gradient) truncated at HORIZON, (value, gradient) of the infinite horizon)."""
+  return jax.value_and_grad(ipd_exact_value)(theta, HORIZON), jax.value_and_grad(ipd_exact_value)(theta)
+
+
 def test_ipd_exact_value_at_zero():
-  theta = jnp.zeros(10)
-  np.testing.assert_allclose((1 - GAMMA) * ipd_exact_value(theta), -1.5, rtol=1e-5)
+  (truncated, _), (infinite, _) = ipd_exact(jnp.zeros(10))
+  np.testing.assert_allclose((1 - GAMMA) * infinite, -1.5, rtol=1e-5)
   # Truncation at the horizon changes the value by gamma^150 ~ 0.002 of it.
-  np.testing.assert_allclose(ipd_exact_value(theta, HORIZON), -1.5 / (1 - GAMMA) * (1 - GAMMA**HORIZON), rtol=1e-5)
+  np.testing.assert_allclose(truncated, -1.5 / (1 - GAMMA) * (1 - GAMMA**HORIZON), rtol=1e-5)
 
 
 def test_ipd_state_values_satisfy_bellman():
   theta = jax.random.normal(jax.random.key(1), (10,))
-  v = ipd_state_values(theta)
-  np.testing.assert_allclose(v[0], ipd_exact_value(theta), rtol=1e-5)
+  v, value = jax.jit(lambda t: (ipd_state_values(t), ipd_exact_value(t)))(theta)
+  np.testing.assert_allclose(v[0], value, rtol=1e-5)
 
 
 IPD_BATCH = 100_000
@@ -228,16 +237,15 @@ def test_ipd_dice_gradient_matches_exact(theta_name):
   values, grads = ipd_estimates(theta, KEY, batch, use_baseline=False, order=1)
   # The truncated objective is what the trajectories estimate, exactly; the infinite-horizon gradient differs
   # from it by O(gamma^HORIZON), which the second check bounds.
-  exact_grad = jax.grad(lambda t: ipd_exact_value(t, HORIZON))(theta)
-  assert_mean(values, ipd_exact_value(theta, HORIZON), what="IPD value")
+  (exact_value, exact_grad), (_, infinite) = ipd_exact(theta)
+  assert_mean(values, exact_value, what="IPD value")
   assert_mean(grads, exact_grad, what=f"IPD DiCE gradient at theta={theta_name}")
-  infinite = jax.grad(ipd_exact_value)(theta)
   assert np.max(np.abs(infinite - exact_grad)) < 0.05 * np.max(np.abs(infinite))
 
 
 def test_ipd_baseline_keeps_the_mean_and_lowers_the_variance():
   theta = 0.5 * jax.random.normal(jax.random.key(1), (10,))
-  exact_grad = jax.grad(lambda t: ipd_exact_value(t, HORIZON))(theta)
+  (_, exact_grad), _ = ipd_exact(theta)
   _, g0 = ipd_estimates(theta, KEY, IPD_BATCH // 4, use_baseline=False, order=1)
   _, g1 = ipd_estimates(theta, KEY, IPD_BATCH // 4, use_baseline=True, order=1)
   assert_mean(g1, exact_grad, what="IPD DiCE gradient with baseline")
@@ -250,7 +258,7 @@ def test_ipd_second_order_dice_matches_exact_hessian():
   # through (Foerster et al. 2018, Figure 4); with the any-order baseline the mean is unchanged and the
   # variance lower.
   theta = 0.5 * jax.random.normal(jax.random.key(1), (10,))
-  exact = np.asarray(jax.hessian(lambda t: ipd_exact_value(t, HORIZON))(theta))[:5, 5:].reshape(25)
+  exact = np.asarray(jax.jit(jax.hessian(lambda t: ipd_exact_value(t, HORIZON)))(theta))[:5, 5:].reshape(25)
   batch = IPD_BATCH // 10
   _, _, h0 = ipd_estimates(theta, KEY, batch, use_baseline=False, order=2)
   _, _, h1 = ipd_estimates(theta, KEY, batch, use_baseline=True, order=2)
@@ -265,13 +273,21 @@ def test_sequence_equals_explicit_lower_triangular_dependencies():
   costs = jax.random.normal(jax.random.key(3), (3, 4))
   seq = lambda lp: sfe.objectives.dice(costs, lp)
   gen = lambda lp: sfe.objectives.dice(costs, lp, dependencies=np.tril(np.ones((4, 4), bool)))
-  np.testing.assert_allclose(seq(log_probs), costs.sum(-1).mean(), rtol=1e-6)
-  np.testing.assert_allclose(gen(log_probs), seq(log_probs), rtol=1e-6)
-  np.testing.assert_allclose(jax.hessian(gen)(log_probs), jax.hessian(seq)(log_probs), rtol=1e-5, atol=1e-6)
+  # One compilation: eager, each operation (and each of the Hessians') would be compiled on its own.
+  out = jax.jit(
+    lambda lp: {
+      "seq": seq(lp),
+      "gen": gen(lp),
+      "seq_hessian": jax.hessian(seq)(lp),
+      "gen_hessian": jax.hessian(gen)(lp),
+      "seq_grad": jax.grad(seq)(lp),
+    }
+  )(log_probs)
+  np.testing.assert_allclose(out["seq"], costs.sum(-1).mean(), rtol=1e-6)
+  np.testing.assert_allclose(out["gen"], out["seq"], rtol=1e-6)
+  np.testing.assert_allclose(out["gen_hessian"], out["seq_hessian"], rtol=1e-5, atol=1e-6)
   # d L / d log p_w = batch mean of the cost-to-go sum_{t >= w} c_t.
-  np.testing.assert_allclose(
-    jax.grad(seq)(log_probs), jnp.cumsum(costs[:, ::-1], -1)[:, ::-1] / 3, rtol=1e-5, atol=1e-6
-  )
+  np.testing.assert_allclose(out["seq_grad"], jnp.cumsum(costs[:, ::-1], -1)[:, ::-1] / 3, rtol=1e-5, atol=1e-6)
 
 
 def test_general_graph_two_independent_nodes():
@@ -292,25 +308,35 @@ def test_general_graph_two_independent_nodes():
 
   phi = jnp.array([0.4, -0.8])
   n = 200_000
-  xs = (jax.random.uniform(KEY, (n, 2)) < jax.nn.sigmoid(phi)).astype(jnp.float32)
 
   def one(phi, x):
     log_probs = jnp.where(x == 1, jax.nn.log_sigmoid(phi), jax.nn.log_sigmoid(-phi))
     return sfe.objectives.dice(jnp.stack([f0(x[0]), f1(x[0], x[1])]), log_probs, dependencies=dep)
 
-  grads = jax.jit(jax.vmap(jax.grad(one), (None, 0)))(phi, xs)
-  hessians = jax.jit(jax.vmap(jax.hessian(one), (None, 0)))(phi, xs)
-  assert_mean(grads, jax.grad(exact)(phi), what="general-graph gradient")
-  assert_mean(
-    np.asarray(hessians).reshape(n, 4), np.asarray(jax.hessian(exact)(phi)).reshape(4), what="general-graph Hessian"
-  )
+  @jax.jit
+  def run(phi):
+    xs = (jax.random.uniform(KEY, (n, 2)) < jax.nn.sigmoid(phi)).astype(jnp.float32)
+    grads = jax.vmap(jax.grad(one), (None, 0))(phi, xs)
+    hessians = jax.vmap(jax.hessian(one), (None, 0))(phi, xs)
+    return grads, hessians, jax.grad(exact)(phi), jax.hessian(exact)(phi)
+
+  grads, hessians, exact_grad, exact_hessian = run(phi)
+  assert_mean(grads, exact_grad, what="general-graph gradient")
+  assert_mean(np.asarray(hessians).reshape(n, 4), np.asarray(exact_hessian).reshape(4), what="general-graph Hessian")
 
 
 def test_magic_box():
   x = jnp.array(0.7)
-  assert sfe.objectives.magic_box(x) == 1.0
-  np.testing.assert_allclose(jax.grad(lambda t: sfe.objectives.magic_box(3 * t))(x), 3.0)
-  np.testing.assert_allclose(jax.grad(jax.grad(lambda t: sfe.objectives.magic_box(t**2)))(x), 2 + 4 * 0.7**2, rtol=1e-6)
+  value, grad, second = jax.jit(
+    lambda x: (
+      sfe.objectives.magic_box(x),
+      jax.grad(lambda t: sfe.objectives.magic_box(3 * t))(x),
+      jax.grad(jax.grad(lambda t: sfe.objectives.magic_box(t**2)))(x),
+    )
+  )(x)
+  assert value == 1.0
+  np.testing.assert_allclose(grad, 3.0)
+  np.testing.assert_allclose(second, 2 + 4 * 0.7**2, rtol=1e-6)
 
 
 def test_jit_matches_eager():

@@ -11,6 +11,7 @@ must both match it within standard errors; a discrete problem checks the score f
 policy against enumeration.
 """
 
+import functools
 import itertools
 
 import distrax
@@ -55,6 +56,10 @@ def exact_objective(params):
   return total
 
 
+# Compiled once for the module: run eagerly, the recursion would compile each of its operations on its own.
+exact_value_and_grad = jax.jit(jax.value_and_grad(exact_objective))
+
+
 def estimates(estimator, num_trajectories, repeats, seed, baseline=None, policy=policy_fn, params=PARAMS):
   def one(key):
     return jax.value_and_grad(
@@ -78,7 +83,7 @@ def estimates(estimator, num_trajectories, repeats, seed, baseline=None, policy=
 
 def test_exact_objective_matches_a_long_monte_carlo_rollout():
   values, _ = estimates("pathwise", 1, 20_000, 0)
-  assert_mean(values, exact_objective(PARAMS), what="value")
+  assert_mean(values, exact_value_and_grad(PARAMS)[0], what="value")
 
 
 @pytest.mark.parametrize(
@@ -91,7 +96,7 @@ def test_exact_objective_matches_a_long_monte_carlo_rollout():
   ids=["pathwise", "score_function", "score_function-loo"],
 )
 def test_gradients_match_the_closed_form(estimator, num_trajectories, baseline):
-  exact_value, exact = jax.value_and_grad(exact_objective)(PARAMS)
+  exact_value, exact = exact_value_and_grad(PARAMS)
   values, grads = estimates(estimator, num_trajectories, 20_000, 1, baseline)
   assert_mean(values, exact_value, what=f"{estimator} value")
   for name in PARAMS:
@@ -108,7 +113,7 @@ def test_pathwise_has_far_lower_variance_and_both_agree():
 
 
 def test_constant_baseline_is_unbiased():
-  exact = jax.grad(exact_objective)(PARAMS)
+  exact = exact_value_and_grad(PARAMS)[1]
   _, grads = estimates("score_function", 4, 20_000, 4, sfe.baselines.constant(-3.0))
   for name in PARAMS:
     assert_mean(grads[name], np.asarray(exact[name]), what=f"constant-baseline grad {name}")
@@ -156,7 +161,7 @@ def discrete_exact(logits):
 
 
 def test_score_function_with_a_categorical_policy_through_a_discrete_model():
-  exact_value, exact = jax.value_and_grad(discrete_exact)(LOGITS)
+  exact_value, exact = jax.jit(jax.value_and_grad(discrete_exact))(LOGITS)
 
   def one(key):
     return jax.value_and_grad(
@@ -239,6 +244,13 @@ def test_bad_input_is_refused_at_trace_time():
     objective(dynamics=None)
 
 
+@functools.cache
+def exact_hessian():
+  """The exact Hessian of J in the flattened parameters, compiled once for both cases below."""
+  flat_params, unravel = jax.flatten_util.ravel_pytree(PARAMS)
+  return np.asarray(jax.jit(jax.hessian(lambda x: exact_objective(unravel(x))))(flat_params)).reshape(-1)
+
+
 @pytest.mark.parametrize(
   "estimator,num_trajectories,baseline",
   [
@@ -250,7 +262,7 @@ def test_bad_input_is_refused_at_trace_time():
 def test_hessians_match_the_closed_form(estimator, num_trajectories, baseline):
   # Both objectives are exact at second order: pathwise along the sampling path, the score function by DiCE.
   flat_params, unravel = jax.flatten_util.ravel_pytree(PARAMS)
-  exact = np.asarray(jax.hessian(lambda x: exact_objective(unravel(x)))(flat_params)).reshape(-1)
+  exact = exact_hessian()
 
   def one(key):
     objective = lambda x: rl.model_based_objective(

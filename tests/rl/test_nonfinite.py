@@ -244,9 +244,10 @@ def test_traced_hyperparameter_out_of_range_is_nan(name):
       np.testing.assert_array_equal(leaf, np.full(np.shape(leaf), np.nan), err_msg=f"{name}={bad}")
     for key in diff:  # NaN at every valid step; the padding still passes exactly 0.
       np.testing.assert_array_equal(grads[key], np.where(PAD, 0.0, np.nan), err_msg=f"{name}={bad}, grad {key}")
-  # A valid traced value is the Python one.
+  # A valid traced value is the Python one (a constant of the compiled function, as it is of an eager call).
   out, _ = run(jnp.float32(good))
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), out, call(x, good))
+  python = jax.jit(lambda: call(x, good))()
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), out, python)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -318,7 +319,7 @@ def test_infinite_log_probs_on_valid_steps():
   target[1, 3] = -np.inf
   for estimator in ESTIMATORS:
     fn = lambda lp, e=estimator: rl.off_policy_value(lp, behaviour, rewards, mask, 0.9, e, 1.2)  # noqa: E731
-    value, grad = jax.value_and_grad(fn)(target)
+    value, grad = jax.jit(jax.value_and_grad(fn))(target)
     want_value, want_grad = float64_reference(target, behaviour, rewards, mask, 0.9, estimator, 1.2)
     np.testing.assert_allclose(value, want_value, rtol=1e-5, err_msg=estimator)
     np.testing.assert_allclose(grad, np.nan_to_num(want_grad), rtol=1e-5, atol=1e-6, err_msg=estimator)
@@ -328,6 +329,6 @@ def test_infinite_log_probs_on_valid_steps():
   old_inf, old_at_clip = x[OLD].copy(), x[OLD].copy()
   old_inf[0, 1] = -np.inf
   old_at_clip[0, 1] = x[LP][0, 1]  # ratio 1, the clip level
-  got = rl.vtrace(x[LP], old_inf, x[R], x[V], MASK, 0.9, clip_rho=1.0, clip_c=1.0, clip_pg_rho=1.0)
-  want = rl.vtrace(x[LP], old_at_clip, x[R], x[V], MASK, 0.9, clip_rho=1.0, clip_c=1.0, clip_pg_rho=1.0)
+  clipped = jax.jit(lambda old: rl.vtrace(x[LP], old, x[R], x[V], MASK, 0.9, clip_rho=1.0, clip_c=1.0, clip_pg_rho=1.0))
+  got, want = clipped(old_inf), clipped(old_at_clip)
   jax.tree.map(np.testing.assert_array_equal, got, want)

@@ -38,9 +38,18 @@ PARAMS = {"loc": LOC, "log_scale": LOG_SCALE}
 
 def test_tanh_normal_log_prob_matches_distrax_inside_and_is_finite_at_the_bounds():
   loc, scale = jnp.array([0.3, -1.0, 2.0]), jnp.array([0.5, 1.0, 2.0])
-  ours, theirs = rl.TanhNormal(loc, scale), distrax.Transformed(distrax.Normal(loc, scale), distrax.Tanh())
+  ours = rl.TanhNormal(loc, scale)
   a = jnp.array([0.1, -0.9, 0.999])
-  np.testing.assert_allclose(ours.log_prob(a), theirs.log_prob(a), rtol=1e-5)
+
+  @jax.jit
+  def log_probs(loc, scale, a):
+    ours, theirs = rl.TanhNormal(loc, scale), distrax.Transformed(distrax.Normal(loc, scale), distrax.Tanh())
+    bounds = jnp.array([1.0, -1.0, 1.0])
+    grad = jax.grad(lambda l: jnp.sum(rl.TanhNormal(l, scale).log_prob(jnp.ones(3))))(loc)
+    return ours.log_prob(a), theirs.log_prob(a), ours.log_prob(bounds), theirs.log_prob(bounds), grad
+
+  ours_lp, theirs_lp, edges, theirs_edges, edge_grad = log_probs(loc, scale, a)
+  np.testing.assert_allclose(ours_lp, theirs_lp, rtol=1e-5)
   # Change of variables by hand: log N(atanh a) - log(1 - a^2).
   u = np.arctanh(np.asarray(a, np.float64))
   by_hand = (
@@ -49,10 +58,9 @@ def test_tanh_normal_log_prob_matches_distrax_inside_and_is_finite_at_the_bounds
     - 0.5 * np.log(2 * np.pi)
     - np.log1p(-(np.asarray(a, np.float64) ** 2))
   )
-  np.testing.assert_allclose(ours.log_prob(a), by_hand, rtol=1e-4)
-  edges = ours.log_prob(jnp.array([1.0, -1.0, 1.0]))
-  assert np.all(np.isfinite(edges)) and not np.all(np.isfinite(theirs.log_prob(jnp.array([1.0, -1.0, 1.0]))))
-  assert np.all(np.isfinite(jax.grad(lambda l: jnp.sum(rl.TanhNormal(l, scale).log_prob(jnp.ones(3))))(loc)))
+  np.testing.assert_allclose(ours_lp, by_hand, rtol=1e-4)
+  assert np.all(np.isfinite(edges)) and not np.all(np.isfinite(theirs_edges))
+  assert np.all(np.isfinite(edge_grad))
   np.testing.assert_allclose(ours.loc, loc) and np.testing.assert_allclose(ours.scale, scale)
 
 
@@ -71,30 +79,48 @@ def test_score_function_sampling_of_saturated_tanh_actions_is_exact():
   # loc = 50: every tanh(u) rounds to 1.0 in float32 (with any of XLA's tanh implementations; near u = 10 the
   # unoptimised one is still an ulp below 1); log_prob(action) would be the density at the clipped action, but
   # sample_actions computes it from the pre-squash u, which is exact.
-  policy_, key = rl.TanhNormal(jnp.full((1, 3), 50.0), 1.0), jax.random.key(3)
-  actions, log_probs = rl.sample_actions(policy_, key, 1)
-  u = policy_.distribution.sample(seed=key)
-  log_det = 2 * (np.log(2) - u - jax.nn.softplus(-2 * u))
-  np.testing.assert_allclose(log_probs, jnp.sum(policy_.distribution.log_prob(u) - log_det, axis=-1), rtol=1e-6)
+  @jax.jit
+  def compute(loc, key):
+    policy_ = rl.TanhNormal(loc, 1.0)
+    actions, log_probs = rl.sample_actions(policy_, key, 1)
+    u = policy_.distribution.sample(seed=key)
+    log_det = 2 * (np.log(2) - u - jax.nn.softplus(-2 * u))
+    by_hand = jnp.sum(policy_.distribution.log_prob(u) - log_det, axis=-1)
+    # The score at a fixed action: d/dloc log N(u; loc, 1) = u - loc.
+    grad = jax.grad(lambda l: jnp.sum(rl.sample_actions(rl.TanhNormal(l, 1.0), key, 1)[1]))(loc)
+    return actions, log_probs, by_hand, u, grad
+
+  actions, log_probs, by_hand, u, grad = compute(jnp.full((1, 3), 50.0), jax.random.key(3))
+  np.testing.assert_allclose(log_probs, by_hand, rtol=1e-6)
   assert np.all(actions == 1.0) and np.all(np.isfinite(log_probs))
-  # The score at a fixed action: d/dloc log N(u; loc, 1) = u - loc.
-  grad = jax.grad(lambda l: jnp.sum(rl.sample_actions(rl.TanhNormal(l, 1.0), key, 1)[1]))(jnp.full((1, 3), 50.0))
   np.testing.assert_allclose(grad, u - 50.0, rtol=1e-5, atol=1e-5)
 
 
 def test_action_log_probs_and_entropies_sum_the_action_axes():
-  normal = distrax.Normal(jnp.zeros((2, 3, 4)), jnp.full((2, 3, 4), 2.0))
-  actions = jax.random.normal(jax.random.key(0), (2, 3, 4))
-  np.testing.assert_allclose(rl.action_log_probs(normal, actions), normal.log_prob(actions).sum(-1), rtol=1e-6)
+  @jax.jit
+  def compute():
+    normal = distrax.Normal(jnp.zeros((2, 3, 4)), jnp.full((2, 3, 4), 2.0))
+    actions = jax.random.normal(jax.random.key(0), (2, 3, 4))
+    categorical = distrax.Categorical(logits=jnp.zeros((2, 3, 5)))
+    a, lp = rl.sample_actions(normal, jax.random.key(1))
+    return {
+      "log_probs": (rl.action_log_probs(normal, actions), normal.log_prob(actions).sum(-1)),
+      "normal_entropies": rl.action_entropies(normal),
+      "categorical_log_probs": rl.action_log_probs(categorical, jnp.zeros((2, 3), jnp.int32)),
+      "categorical_entropies": rl.action_entropies(categorical),
+      "sampled": (a, lp, rl.action_log_probs(normal, a)),
+    }
+
+  out = compute()
+  np.testing.assert_allclose(*out["log_probs"], rtol=1e-6)
   np.testing.assert_allclose(
-    rl.action_entropies(normal), jnp.full((2, 3), 4 * (0.5 * np.log(2 * np.pi * np.e * 4))), rtol=1e-6
+    out["normal_entropies"], np.full((2, 3), 4 * (0.5 * np.log(2 * np.pi * np.e * 4))), rtol=1e-6
   )
-  categorical = distrax.Categorical(logits=jnp.zeros((2, 3, 5)))
-  assert rl.action_log_probs(categorical, jnp.zeros((2, 3), jnp.int32)).shape == (2, 3)
-  np.testing.assert_allclose(rl.action_entropies(categorical), np.full((2, 3), np.log(5)), rtol=1e-6)
-  a, lp = rl.sample_actions(normal, jax.random.key(1))
+  assert out["categorical_log_probs"].shape == (2, 3)
+  np.testing.assert_allclose(out["categorical_entropies"], np.full((2, 3), np.log(5)), rtol=1e-6)
+  a, lp, lp_again = out["sampled"]
   assert a.shape == (2, 3, 4) and lp.shape == (2, 3)
-  np.testing.assert_allclose(lp, rl.action_log_probs(normal, a), rtol=1e-6)
+  np.testing.assert_allclose(lp, lp_again, rtol=1e-6)
 
 
 def test_sample_actions_score_function_form_stops_the_action_gradient():
@@ -103,13 +129,17 @@ def test_sample_actions_score_function_form_stops_the_action_gradient():
   def actions_sum(loc, reparameterize):
     return jnp.sum(rl.sample_actions(distrax.Normal(loc, 1.0), key, 1, reparameterize=reparameterize)[0])
 
-  loc = jnp.zeros((1, 3))
-  np.testing.assert_allclose(jax.grad(actions_sum)(loc, False), 0.0)
-  np.testing.assert_allclose(jax.grad(actions_sum)(loc, True), 1.0)
+  @jax.jit
+  def compute(loc):
+    a, _ = rl.sample_actions(distrax.Normal(loc, 1.0), key, 1)
+    score = jax.grad(lambda l: jnp.sum(rl.sample_actions(distrax.Normal(l, 1.0), key, 1)[1]))(loc)
+    return jax.grad(actions_sum)(loc, False), jax.grad(actions_sum)(loc, True), a - loc, score
+
+  score_form, pathwise_form, a_minus_loc, score = compute(jnp.zeros((1, 3)))
+  np.testing.assert_allclose(score_form, 0.0)
+  np.testing.assert_allclose(pathwise_form, 1.0)
   # Score of a Normal at a fixed action: (a - loc) / scale^2.
-  a, _ = rl.sample_actions(distrax.Normal(loc, 1.0), key, 1)
-  score = jax.grad(lambda l: jnp.sum(rl.sample_actions(distrax.Normal(l, 1.0), key, 1)[1]))(loc)
-  np.testing.assert_allclose(score, a - loc, rtol=1e-6)
+  np.testing.assert_allclose(score, a_minus_loc, rtol=1e-6)
 
 
 def test_bad_policies_and_arguments_are_refused():
@@ -131,7 +161,7 @@ def test_bad_policies_and_arguments_are_refused():
 def test_reinforce_with_a_tanh_normal_policy_is_unbiased(reward_to_go):
   """B = 4 trajectories of T = 3 independent bandit steps: J = 3 E[reward], so grad J = 3 grad E[reward]."""
   batch, steps, repeats = 4, 3, 20_000
-  exact = jax.grad(lambda p: steps * exact_objective(p))(PARAMS)
+  exact = jax.jit(jax.grad(lambda p: steps * exact_objective(p)))(PARAMS)
 
   def estimate(key):
     actions, _ = rl.sample_actions(policy(PARAMS, batch, steps), key)
@@ -157,7 +187,7 @@ def test_reinforce_with_a_tanh_normal_policy_is_unbiased(reward_to_go):
 
 def test_pathwise_tanh_normal_sampling_is_unbiased_and_lower_variance_than_reinforce():
   repeats, batch = 20_000, 4
-  exact = jax.grad(exact_objective)(PARAMS)
+  exact = jax.jit(jax.grad(exact_objective))(PARAMS)
 
   def pathwise(key):
     return jax.grad(lambda p: jnp.mean(reward(rl.sample_actions(policy(p, batch, 1), key, reparameterize=True)[0])))(
