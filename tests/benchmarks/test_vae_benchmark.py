@@ -34,6 +34,20 @@ TINY = dataclasses.replace(
 )
 
 
+# The 8 configurations of 3 latent bits, and a 5-pixel image, for the exact (enumerated) checks.
+BITS3 = np.array([[(i >> j) & 1 for j in range(3)] for i in range(8)], np.float32)
+X5 = np.array([1.0, 0.0, 1.0, 1.0, 0.0], np.float32)
+
+
+def _tiny_model_enumerated(model_key):
+  """A nonlinear 5-pixel, 3-latent model at X5: params, encoder logits, log p(X5, b) and q(b) over BITS3."""
+  params = vae.init_model(model_key, "nonlinear", 5, 3, 4, np.full(5, 0.3))
+  logits = vae.encode(params, X5)
+  log_joint = jax.vmap(lambda b: vae.log_joint(params, X5, b))(BITS3)
+  q = jnp.exp(jax.vmap(lambda b: vae.log_q(logits, b))(BITS3))
+  return params, logits, log_joint, q
+
+
 def test_default_data_is_deterministic_binary_digits():
   data = vae.load_data(None)
   assert [data[k].shape for k in ("train", "valid", "test")] == [(1200, 64), (297, 64), (300, 64)]
@@ -45,17 +59,11 @@ def test_default_data_is_deterministic_binary_digits():
 
 
 def test_log_joint_entropy_and_iw_bound():
-  x = np.array([1.0, 0.0, 1.0, 1.0, 0.0], np.float32)
   # Exact log p(x) by enumerating the 8 latent configurations.
-  bs = np.array([[(i >> j) & 1 for j in range(3)] for i in range(8)], np.float32)
-
   @jax.jit
   def compute(model_key, bound_key):
-    params = vae.init_model(model_key, "nonlinear", 5, 3, 4, np.full(5, 0.3))
-    logits = vae.encode(params, x)
-    log_joint = jax.vmap(lambda b: vae.log_joint(params, x, b))(bs)
-    q = jnp.exp(jax.vmap(lambda b: vae.log_q(logits, b))(bs))
-    iw, _ = vae.bounds(params, x, bound_key, 4000)
+    params, logits, log_joint, q = _tiny_model_enumerated(model_key)
+    iw, _ = vae.bounds(params, X5, bound_key, 4000)
     out = {"log_px": jax.nn.logsumexp(log_joint), "sum_q": jnp.sum(q), "entropy": vae.entropy(logits)}
     return {**out, "q_entropy": -jnp.sum(q * jnp.log(q)), "q_log_joint": jnp.sum(q * log_joint), "iw": iw}
 
@@ -71,15 +79,11 @@ def test_log_joint_entropy_and_iw_bound():
 
 def test_relax_control_starts_at_the_mean_of_f():
   # f(b) = -log p(x, b), without the entropy (a control offset by H(q) adds (H p(1-p))^2 per coordinate).
-  x = np.array([1.0, 0.0, 1.0, 1.0, 0.0], np.float32)
-  bs = np.array([[(i >> j) & 1 for j in range(3)] for i in range(8)], np.float32)
-
   @jax.jit
   def compute(model_key, key):
-    params = vae.init_model(model_key, "nonlinear", 5, 3, 4, np.full(5, 0.3))
-    q = jnp.exp(jax.vmap(lambda b: vae.log_q(vae.encode(params, x), b))(bs))
-    mean_f = jnp.sum(q * jax.vmap(lambda b: -vae.log_joint(params, x, b))(bs))
-    offsets = jax.vmap(lambda k: vae.control_offset(params, x[None], k))(jax.random.split(key, 20_000))
+    params, _, log_joint, q = _tiny_model_enumerated(model_key)
+    mean_f = -jnp.sum(q * log_joint)
+    offsets = jax.vmap(lambda k: vae.control_offset(params, X5[None], k))(jax.random.split(key, 20_000))
     return mean_f, jnp.mean(offsets), jnp.std(offsets)
 
   mean_f, mean, std = (float(v) for v in compute(jax.random.key(0), jax.random.key(1)))
@@ -89,7 +93,6 @@ def test_relax_control_starts_at_the_mean_of_f():
 def test_estimators_are_unbiased_for_the_encoder_logits():
   # The per-example loss's logit gradient, averaged over keys, matches the exact gradient of -ELBO (enumeration).
   x = jnp.array([1.0, 0.0, 0.0, 1.0])
-  bs = np.array([[(i >> j) & 1 for j in range(3)] for i in range(8)], np.float32)
 
   @jax.jit
   def model_and_exact(key):
@@ -97,8 +100,8 @@ def test_estimators_are_unbiased_for_the_encoder_logits():
     logits = vae.encode(params, x) + jnp.array([0.5, -1.0, 0.3])
 
     def neg_elbo(l):
-      q = jnp.exp(jax.vmap(lambda b: vae.log_q(l, b))(bs))
-      return -(jnp.sum(q * jax.vmap(lambda b: vae.log_joint(params, x, b))(bs)) + vae.entropy(l))
+      q = jnp.exp(jax.vmap(lambda b: vae.log_q(l, b))(BITS3))
+      return -(jnp.sum(q * jax.vmap(lambda b: vae.log_joint(params, x, b))(BITS3)) + vae.entropy(l))
 
     return params, logits, jax.grad(neg_elbo)(logits)
 
